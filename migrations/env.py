@@ -1,0 +1,71 @@
+"""Alembic environment for convotree, used from a checkout and from the wheel.
+
+The connection comes, in this order, from ``config.attributes["connection"]`` (how
+``convotree.migrate()`` runs it: the caller's engine, never a URL in an ini file),
+from ``-x url=...`` on the alembic command line, or from ``CONVOTREE_URL``.
+
+Alembic's bookkeeping goes to ``convotree_alembic_version`` so convotree can live in
+an application database that has its own ``alembic_version``. Concurrent upgrades are
+serialized: a PostgreSQL advisory lock, or SQLite's write lock (BEGIN IMMEDIATE),
+is taken before alembic reads the current version.
+"""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+from sqlalchemy import Connection, text
+
+from convotree._engine import WRITE_OPTION, create_engine
+from convotree._schema import VERSION_TABLE, metadata
+
+config = context.config
+# A fixed 64-bit key for pg_advisory_xact_lock: "convotree migrate".
+MIGRATION_LOCK_KEY = 0x636F6E766F747265
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool,
+                   compare_to: object) -> bool:
+    """Compare only convotree's own tables: the database may hold the app's too."""
+    if type_ == "table":
+        return bool(name and name.startswith("convotree_")) and name != VERSION_TABLE
+    return True
+
+
+def run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        include_object=include_object,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+        compare_server_default=True,
+    )
+    with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
+        context.run_migrations()
+
+
+def main() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        run(connection)
+        return
+    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("CONVOTREE_URL")
+    if not url:
+        raise SystemExit("no database URL: pass -x url=... or set CONVOTREE_URL")
+    engine = create_engine(url)
+    try:
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
+            run(conn)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("convotree migrations run online only (they take a lock first)")
+main()

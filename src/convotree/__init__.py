@@ -1,0 +1,31 @@
+"""convotree: durable, branching conversation memory in SQL for stateless LLM APIs.
+
+A conversation is a tree of messages stored as rows (SQLite or PostgreSQL); a leaf
+names a whole branch. See README.md for a tour and docs/ for the design.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._engine import create_engine
+from ._migrate import check as check_schema
+from ._migrate import current_revision, downgrade, migrate
+from .errors import ConvotreeError
+from .models import Conversation, Node
+from .store import Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Conversation",
+    "ConvotreeError",
+    "Node",
+    "Store",
+    "__version__",
+    "check_schema",
+    "create_engine",
+    "current_revision",
+    "downgrade",
+    "errors",
+    "migrate",
+]

@@ -1,0 +1,370 @@
+"""Database operations, each written once as a function over a SQLAlchemy ``Connection``.
+
+The sync ``Store`` calls these directly inside a transaction it opens; an async store
+runs the very same functions through ``AsyncConnection.run_sync``. Nothing here opens
+or commits a transaction: the caller decides the boundary, so every multi-row change
+is one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, select, update
+
+from . import _queries as q
+from ._ids import uuid7
+from ._schema import conversations, nodes
+from ._validate import PreparedMessage
+from .errors import (
+    ConversationNotFound,
+    InvalidParent,
+    NodeNotFound,
+    ToolCallMismatch,
+)
+from .models import Conversation, Node
+
+#: Roles the pruning policy always keeps, like pinned nodes.
+ALWAYS_KEPT_ROLES = ("system", "developer")
+
+_PATH = q.path()
+_NODE = q.node()
+_CHILDREN = q.children()
+_ROOTS = q.roots()
+_TREE = q.tree()
+_LEAVES = q.leaves()
+_PARENT_FOR_APPEND = q.parent_for_append()
+_TOOL_CHAIN = q.tool_chain()
+_CONVERSATION_EXISTS = q.conversation_exists()
+_DELETE_SUBTREE = q.delete_subtree()
+_SUBTREE_IDS = q.subtree_ids()
+
+
+class _Unset:
+    """Marks an argument that was not given (None is a value: "clear the title")."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _params(tenant: str, conversation_id: uuid.UUID, node_id: uuid.UUID | None = None
+            ) -> dict[str, Any]:
+    params: dict[str, Any] = {"tenant_id": tenant, "conversation_id": conversation_id}
+    if node_id is not None:
+        params["node_id"] = node_id
+    return params
+
+
+# --- conversations -----------------------------------------------------------------
+
+
+def create_conversation(
+    conn: Connection,
+    *,
+    tenant: str,
+    title: str | None,
+    metadata: Mapping[str, Any] | None,
+    conversation_id: uuid.UUID | None = None,
+    created_at: datetime | None = None,
+) -> Conversation:
+    now = created_at or utcnow()
+    values = {
+        "id": conversation_id or uuid7(),
+        "tenant_id": tenant,
+        "title": title,
+        "metadata": dict(metadata) if metadata is not None else None,
+        "current_node_id": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    conn.execute(conversations.insert().values(**values))
+    return Conversation.from_row(values)
+
+
+def get_conversation(conn: Connection, *, tenant: str, conversation_id: uuid.UUID
+                     ) -> Conversation:
+    row = conn.execute(
+        select(conversations).where(
+            conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
+        )
+    ).first()
+    if row is None:
+        raise ConversationNotFound(
+            f"no conversation {conversation_id}", conversation_id=conversation_id
+        )
+    return Conversation.from_row(row._mapping)
+
+
+def list_conversations(
+    conn: Connection, *, tenant: str, limit: int, before: Conversation | None
+) -> list[Conversation]:
+    """Newest activity first; ``before`` continues a listing (keyset, no OFFSET)."""
+    query = select(conversations).where(conversations.c.tenant_id == tenant)
+    if before is not None:
+        query = query.where(
+            (conversations.c.updated_at < before.updated_at)
+            | and_(conversations.c.updated_at == before.updated_at,
+                   conversations.c.id < before.id)
+        )
+    query = query.order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
+    return [Conversation.from_row(row._mapping) for row in conn.execute(query.limit(limit))]
+
+
+def update_conversation(
+    conn: Connection,
+    *,
+    tenant: str,
+    conversation_id: uuid.UUID,
+    title: str | _Unset | None = UNSET,
+    metadata: Mapping[str, Any] | _Unset | None = UNSET,
+) -> Conversation:
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if not isinstance(title, _Unset):
+        values["title"] = title
+    if not isinstance(metadata, _Unset):
+        values["metadata"] = dict(metadata) if metadata is not None else None
+    result = conn.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id, conversations.c.tenant_id == tenant)
+        .values(**values)
+    )
+    if result.rowcount == 0:
+        raise ConversationNotFound(
+            f"no conversation {conversation_id}", conversation_id=conversation_id
+        )
+    return get_conversation(conn, tenant=tenant, conversation_id=conversation_id)
+
+
+def delete_conversation(conn: Connection, *, tenant: str, conversation_id: uuid.UUID) -> None:
+    """Delete a conversation and, by the cascading foreign key, all of its nodes."""
+    result = conn.execute(
+        conversations.delete().where(
+            conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
+        )
+    )
+    if result.rowcount == 0:
+        raise ConversationNotFound(
+            f"no conversation {conversation_id}", conversation_id=conversation_id
+        )
+
+
+def _require_conversation(conn: Connection, tenant: str, conversation_id: uuid.UUID) -> None:
+    if conn.execute(_CONVERSATION_EXISTS, _params(tenant, conversation_id)).first() is None:
+        raise ConversationNotFound(
+            f"no conversation {conversation_id}", conversation_id=conversation_id
+        )
+
+
+def _missing_node(conn: Connection, tenant: str, conversation_id: uuid.UUID,
+                  node_id: uuid.UUID) -> NodeNotFound:
+    """Say precisely what is missing: the conversation, or the node inside it."""
+    _require_conversation(conn, tenant, conversation_id)
+    return NodeNotFound(
+        f"no node {node_id} in conversation {conversation_id}",
+        conversation_id=conversation_id,
+        node_id=node_id,
+    )
+
+
+# --- appending -----------------------------------------------------------------------
+
+
+def check_tool_pairing(
+    chain: Sequence[Mapping[Any, Any]], message: PreparedMessage, *,
+    conversation_id: uuid.UUID,
+) -> None:
+    """Refuse a message that would break the tool call protocol on its branch.
+
+    ``chain`` runs from the nearest non-tool ancestor down to the parent, through
+    the tool results already given. OpenAI rejects a ``tool`` message that answers
+    no call of the assistant message right above its run of results, and a new turn
+    while calls of that message are still unanswered; both are refused here.
+    """
+    pending: list[str] = []
+    if chain and chain[0]["role"] == "assistant" and chain[0]["tool_calls"]:
+        answered = {row["tool_call_id"] for row in chain[1:]}
+        pending = [str(c["id"]) for c in chain[0]["tool_calls"] if c["id"] not in answered]
+    if message.role == "tool":
+        if message.tool_call_id not in pending:
+            why = (f"pending calls are {', '.join(pending)}" if pending
+                   else "the parent is not an assistant tool call or its results")
+            raise ToolCallMismatch(
+                f"tool_call_id {message.tool_call_id!r} answers no pending call: {why}",
+                conversation_id=conversation_id,
+            )
+    elif pending and message.kind == "message":
+        raise ToolCallMismatch(
+            f"tool calls {', '.join(pending)} are not answered yet: append their tool "
+            "results before the next message",
+            conversation_id=conversation_id,
+        )
+
+
+def append(
+    conn: Connection,
+    *,
+    tenant: str,
+    conversation_id: uuid.UUID,
+    parent_id: uuid.UUID | None,
+    message: PreparedMessage,
+    set_current: bool,
+    node_id: uuid.UUID | None = None,
+) -> Node:
+    """Insert one node under ``parent_id`` (or as a root) and return it.
+
+    One read of the parent (tenant-checked), one bounded walk only when the parent is
+    a tool result, one insert, one update of the conversation's clock and current node.
+    """
+    now = utcnow()
+    chain: Sequence[Mapping[Any, Any]] = []
+    if parent_id is None:
+        _require_conversation(conn, tenant, conversation_id)
+        depth, pinned_ancestor = 0, None
+    else:
+        row = conn.execute(_PARENT_FOR_APPEND, _params(tenant, conversation_id, parent_id)).first()
+        if row is None:
+            raise _missing_node(conn, tenant, conversation_id, parent_id)
+        parent = row._mapping
+        if parent["kind"] == "summary":
+            raise InvalidParent("a summary node cannot have children",
+                                conversation_id=conversation_id, node_id=parent_id)
+        depth = parent["depth"] + 1
+        kept = parent["pinned"] or parent["role"] in ALWAYS_KEPT_ROLES
+        pinned_ancestor = parent_id if kept else parent["pinned_ancestor_id"]
+        if parent["role"] == "tool":
+            chain = [r._mapping for r in conn.execute(
+                _TOOL_CHAIN, _params(tenant, conversation_id, parent_id))]
+        else:
+            chain = [{**parent, "tool_call_id": None}]
+    check_tool_pairing(chain, message, conversation_id=conversation_id)
+
+    values: dict[str, Any] = {
+        "conversation_id": conversation_id,
+        "id": node_id or uuid7(),
+        "parent_id": parent_id,
+        "depth": depth,
+        "kind": message.kind,
+        "role": message.role,
+        "content": message.content,
+        "parts": message.parts,
+        "name": message.name,
+        "tool_calls": message.tool_calls,
+        "tool_call_id": message.tool_call_id,
+        "model": message.model,
+        "token_count": message.token_count,
+        "overhead_tokens": message.overhead_tokens,
+        "encoding": message.encoding,
+        "input_tokens": message.input_tokens,
+        "output_tokens": message.output_tokens,
+        "pinned": message.pinned,
+        "pinned_ancestor_id": pinned_ancestor,
+        "metadata": message.metadata,
+        "created_at": message.created_at or now,
+    }
+    conn.execute(nodes.insert().values(**values))
+    touch: dict[str, Any] = {"updated_at": now}
+    if set_current and message.kind == "message":
+        touch["current_node_id"] = values["id"]
+    conn.execute(
+        update(conversations).where(conversations.c.id == conversation_id).values(**touch)
+    )
+    return Node.from_row(values)
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def _nodes(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Node]:
+    return [Node.from_row(row._mapping) for row in conn.execute(statement, params)]
+
+
+def get_node(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+             node_id: uuid.UUID) -> Node:
+    found = _nodes(conn, _NODE, _params(tenant, conversation_id, node_id))
+    if not found:
+        raise _missing_node(conn, tenant, conversation_id, node_id)
+    return found[0]
+
+
+def path(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+         node_id: uuid.UUID) -> list[Node]:
+    found = _nodes(conn, _PATH, _params(tenant, conversation_id, node_id))
+    if not found:
+        raise _missing_node(conn, tenant, conversation_id, node_id)
+    return found
+
+
+def children(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+             node_id: uuid.UUID) -> list[Node]:
+    found = _nodes(conn, _CHILDREN, _params(tenant, conversation_id, node_id))
+    if not found:
+        get_node(conn, tenant=tenant, conversation_id=conversation_id, node_id=node_id)
+    return found
+
+
+def conversation_nodes(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+                       which: str) -> list[Node]:
+    """All nodes (``tree``), the ``roots`` or the ``leaves`` of a conversation."""
+    statement = {"tree": _TREE, "roots": _ROOTS, "leaves": _LEAVES}[which]
+    found = _nodes(conn, statement, _params(tenant, conversation_id))
+    if not found:
+        _require_conversation(conn, tenant, conversation_id)
+    return found
+
+
+# --- moving and deleting ---------------------------------------------------------------
+
+
+def set_current(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+                node_id: uuid.UUID | None) -> None:
+    """Point the conversation at a message node of its own (or at nothing)."""
+    statement = update(conversations).where(
+        conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
+    )
+    if node_id is not None:
+        statement = statement.where(
+            exists().where(
+                nodes.c.conversation_id == conversation_id,
+                nodes.c.id == node_id,
+                nodes.c.kind == "message",
+            )
+        )
+    result = conn.execute(statement.values(current_node_id=node_id, updated_at=utcnow()))
+    if result.rowcount == 0:
+        if node_id is None:
+            raise ConversationNotFound(f"no conversation {conversation_id}",
+                                       conversation_id=conversation_id)
+        raise _missing_node(conn, tenant, conversation_id, node_id)
+
+
+def delete_subtree(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+                   node_id: uuid.UUID) -> int:
+    """Delete a node and all its descendants; returns how many nodes went.
+
+    If the conversation's current node was inside the subtree, the conversation moves
+    to the deleted node's parent (or to nothing, for a root), in the same transaction.
+    """
+    target = get_node(conn, tenant=tenant, conversation_id=conversation_id, node_id=node_id)
+    params = _params(tenant, conversation_id, node_id)
+    conn.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id,
+               conversations.c.current_node_id.in_(_SUBTREE_IDS))
+        .values(current_node_id=target.parent_id),
+        params,
+    )
+    conn.execute(
+        update(conversations).where(conversations.c.id == conversation_id)
+        .values(updated_at=utcnow())
+    )
+    return conn.execute(_DELETE_SUBTREE, params).rowcount

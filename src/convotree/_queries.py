@@ -1,0 +1,210 @@
+"""Statement builders: every SQL statement convotree runs on the tree, and nothing else.
+
+Pure: these functions build SQLAlchemy constructs and touch no engine. Each one is
+built once at import (SQLAlchemy caches the compiled form) and takes its values as
+bound parameters.
+
+The Citus rule, kept by every statement here: each reference to ``convotree_nodes``
+filters ``conversation_id = :conversation_id`` itself, including the recursive member
+of every recursive CTE (passing the value along a CTE column is not enough for Citus).
+A test listens to every statement the store emits and fails on one that does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    Delete,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+)
+
+from ._schema import conversations, nodes
+
+C = bindparam("conversation_id", type_=nodes.c.conversation_id.type)
+TENANT = bindparam("tenant_id", type_=conversations.c.tenant_id.type)
+NODE = bindparam("node_id", type_=nodes.c.id.type)
+
+NODE_COLUMNS = [column for column in nodes.c if column.name != "pinned_ancestor_id"]
+
+
+def _conversation_of_tenant() -> Select[Any]:
+    return select(conversations.c.id).where(
+        conversations.c.id == C, conversations.c.tenant_id == TENANT
+    )
+
+
+def conversation_exists() -> Select[Any]:
+    """The conversation's id if it exists for the tenant."""
+    return _conversation_of_tenant()
+
+
+def parent_for_append() -> Select[Any]:
+    """What an append needs to know about its parent, tenant-checked, in one row."""
+    return (
+        select(
+            nodes.c.depth,
+            nodes.c.kind,
+            nodes.c.role,
+            nodes.c.tool_calls,
+            nodes.c.pinned,
+            nodes.c.pinned_ancestor_id,
+        )
+        .join(conversations, conversations.c.id == nodes.c.conversation_id)
+        .where(
+            nodes.c.conversation_id == C,
+            nodes.c.id == NODE,
+            conversations.c.id == C,
+            conversations.c.tenant_id == TENANT,
+        )
+    )
+
+
+def tool_chain() -> Select[Any]:
+    """From a node up through consecutive tool messages to the first non-tool node.
+
+    Used to pair tool results with the assistant message whose calls they answer. The
+    walk is bounded by the number of parallel calls, not by the conversation's length.
+    """
+    anchor = (
+        select(nodes.c.id, nodes.c.parent_id, nodes.c.role, nodes.c.depth)
+        .where(nodes.c.conversation_id == C, nodes.c.id == NODE)
+        .cte("tool_chain", recursive=True)
+    )
+    up = nodes.alias("up")
+    recursive = (
+        select(up.c.id, up.c.parent_id, up.c.role, up.c.depth)
+        .join(anchor, and_(up.c.id == anchor.c.parent_id, anchor.c.role == "tool"))
+        .where(up.c.conversation_id == C)
+    )
+    chain = anchor.union_all(recursive)
+    n = nodes.alias("n")
+    return (
+        select(n.c.id, n.c.role, n.c.tool_calls, n.c.tool_call_id)
+        .join(chain, chain.c.id == n.c.id)
+        .where(n.c.conversation_id == C)
+        .order_by(chain.c.depth)
+    )
+
+
+def _path_cte(name: str) -> CTE:
+    anchor = (
+        select(nodes.c.id, nodes.c.parent_id, nodes.c.depth)
+        .where(nodes.c.conversation_id == C, nodes.c.id == NODE)
+        .cte(name, recursive=True)
+    )
+    up = nodes.alias("up")
+    recursive = (
+        select(up.c.id, up.c.parent_id, up.c.depth)
+        .join(anchor, up.c.id == anchor.c.parent_id)
+        .where(up.c.conversation_id == C)
+    )
+    return anchor.union_all(recursive)
+
+
+def path() -> Select[Any]:
+    """Every node from the root down to a node: one recursive CTE, root first.
+
+    The final join to conversations applies the tenant check in the same statement.
+    """
+    walk = _path_cte("path")
+    n = nodes.alias("n")
+    return (
+        select(*[n.c[column.name] for column in NODE_COLUMNS])
+        .join(walk, walk.c.id == n.c.id)
+        .join(conversations, conversations.c.id == n.c.conversation_id)
+        .where(n.c.conversation_id == C, conversations.c.id == C,
+               conversations.c.tenant_id == TENANT)
+        .order_by(walk.c.depth)
+    )
+
+
+def _tenant_nodes() -> Select[Any]:
+    return (
+        select(*NODE_COLUMNS)
+        .join(conversations, conversations.c.id == nodes.c.conversation_id)
+        .where(nodes.c.conversation_id == C, conversations.c.id == C,
+               conversations.c.tenant_id == TENANT)
+    )
+
+
+def node() -> Select[Any]:
+    """One node by id, tenant-checked."""
+    return _tenant_nodes().where(nodes.c.id == NODE)
+
+
+def children() -> Select[Any]:
+    """A node's children, oldest first (creation time, then id)."""
+    return _tenant_nodes().where(nodes.c.parent_id == NODE).order_by(
+        nodes.c.created_at, nodes.c.id
+    )
+
+
+def roots() -> Select[Any]:
+    """A conversation's roots, oldest first."""
+    return _tenant_nodes().where(nodes.c.parent_id.is_(None)).order_by(
+        nodes.c.created_at, nodes.c.id
+    )
+
+
+def tree() -> Select[Any]:
+    """Every node of a conversation, parents before children, siblings oldest first."""
+    return _tenant_nodes().order_by(nodes.c.depth, nodes.c.created_at, nodes.c.id)
+
+
+def leaves() -> Select[Any]:
+    """Message nodes with no message children: each one identifies a whole branch."""
+    child = nodes.alias("child")
+    has_child = exists().where(
+        child.c.conversation_id == C,
+        child.c.parent_id == nodes.c.id,
+        child.c.kind == "message",
+    )
+    return (
+        _tenant_nodes()
+        .where(nodes.c.kind == "message", ~has_child)
+        .order_by(nodes.c.created_at, nodes.c.id)
+    )
+
+
+def subtree_ids() -> Select[Any]:
+    """Ids of a node and all its descendants (one recursive CTE, down the tree)."""
+    anchor = (
+        select(nodes.c.id)
+        .where(nodes.c.conversation_id == C, nodes.c.id == NODE)
+        .cte("subtree", recursive=True, nesting=True)
+    )
+    down = nodes.alias("down")
+    recursive = (
+        select(down.c.id)
+        .join(anchor, down.c.parent_id == anchor.c.id)
+        .where(down.c.conversation_id == C)
+    )
+    sub = anchor.union_all(recursive)
+    return select(sub.c.id)
+
+
+def delete_subtree() -> Delete:
+    """Delete a node and all its descendants in one statement."""
+    return delete(nodes).where(nodes.c.conversation_id == C, nodes.c.id.in_(subtree_ids()))
+
+
+def current_in_subtree() -> Select[Any]:
+    """1 if the conversation's current node is inside the subtree about to go."""
+    return select(literal(1)).where(
+        conversations.c.id == C,
+        conversations.c.current_node_id.in_(subtree_ids()),
+    )
+
+
+def count_nodes() -> Select[Any]:
+    """Number of nodes of one conversation."""
+    return select(func.count()).select_from(nodes).where(nodes.c.conversation_id == C)

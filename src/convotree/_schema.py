@@ -1,0 +1,120 @@
+"""The SQLAlchemy tables: the one source of truth for the schema in code.
+
+The migrations in ``migrations/versions`` must produce exactly this schema; a test runs
+``alembic check`` against a migrated database on both backends so the two cannot drift.
+
+Shardability (Citus): ``convotree_conversations`` is distributed by ``id`` and
+``convotree_nodes`` by ``conversation_id``. Every primary, unique and foreign key
+therefore includes the conversation id, and every query on nodes filters on it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    Uuid,
+    text,
+)
+
+from ._types import JSONType, UTCDateTime
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+KINDS = ("message", "summary")
+
+#: The alembic revision this code expects; a test pins it to the migrations' head.
+SCHEMA_REVISION = "0001"
+#: Alembic's version table for convotree, never the application's ``alembic_version``.
+VERSION_TABLE = "convotree_alembic_version"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+conversations = Table(
+    "convotree_conversations",
+    metadata,
+    Column("id", Uuid(), nullable=False),
+    Column("tenant_id", Text(), nullable=False, server_default=text("''")),
+    Column("title", Text(), nullable=True),
+    Column("metadata", JSONType, nullable=True),
+    Column("current_node_id", Uuid(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("id"),
+    # The conversation's current leaf lives in the same conversation: the key pair
+    # includes the distribution column on both sides, as Citus requires.
+    ForeignKeyConstraint(
+        ["id", "current_node_id"],
+        ["convotree_nodes.conversation_id", "convotree_nodes.id"],
+        use_alter=True,
+    ),
+    Index(None, "tenant_id", "updated_at"),
+)
+
+nodes = Table(
+    "convotree_nodes",
+    metadata,
+    Column("conversation_id", Uuid(), nullable=False),
+    Column("id", Uuid(), nullable=False),
+    Column("parent_id", Uuid(), nullable=True),
+    Column("depth", Integer(), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text(), nullable=True),
+    Column("parts", JSONType, nullable=True),
+    Column("name", Text(), nullable=True),
+    Column("tool_calls", JSONType, nullable=True),
+    Column("tool_call_id", Text(), nullable=True),
+    Column("model", Text(), nullable=True),
+    # Tokens of the content alone, counted once at insert under ``encoding``.
+    Column("token_count", Integer(), nullable=False),
+    # Tokens the chat format adds around the content (per-message constant, role,
+    # name, tool calls, tool_call_id), also counted at insert, so that assembling a
+    # context only ever sums stored integers.
+    Column("overhead_tokens", Integer(), nullable=False),
+    Column("encoding", String(32), nullable=False),
+    Column("input_tokens", Integer(), nullable=True),
+    Column("output_tokens", Integer(), nullable=True),
+    Column("pinned", Boolean(), nullable=False, server_default=text("false")),
+    # The nearest strict ancestor that pruning always keeps (system, developer or
+    # pinned). Lets the assembler find every kept-always node above a cut by hopping
+    # these pointers instead of walking the whole path.
+    Column("pinned_ancestor_id", Uuid(), nullable=True),
+    Column("metadata", JSONType, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("conversation_id", "id"),
+    ForeignKeyConstraint(["conversation_id"], ["convotree_conversations.id"], ondelete="CASCADE"),
+    # A parent is always in the same conversation: the database, not only the code,
+    # makes a cross-conversation edge impossible.
+    ForeignKeyConstraint(
+        ["conversation_id", "parent_id"],
+        ["convotree_nodes.conversation_id", "convotree_nodes.id"],
+    ),
+    CheckConstraint("depth >= 0", name="depth_non_negative"),
+    CheckConstraint(_in_list("kind", KINDS), name="kind"),
+    CheckConstraint(_in_list("role", ROLES), name="role"),
+    CheckConstraint("token_count >= 0 AND overhead_tokens >= 0", name="tokens_non_negative"),
+    CheckConstraint("(parent_id IS NULL) = (depth = 0)", name="root_depth"),
+    Index(None, "conversation_id", "parent_id"),
+)

@@ -1,0 +1,239 @@
+"""Checking and normalizing a message before it is stored. Pure: no database here.
+
+Everything that can be decided from the message alone is decided here, before a
+transaction opens, so a bad message never holds a write lock and never reaches SQL.
+
+NUL characters and lone surrogates are refused everywhere (content, name, ids and
+inside JSON values): PostgreSQL ``text`` and ``jsonb`` cannot hold ``\\x00`` and
+UTF-8 cannot encode a lone surrogate, so accepting them on SQLite alone would make
+the two backends disagree about what a conversation contains. Refusing is the one
+behaviour that is the same on both and loses nothing silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import tokens
+from ._schema import KINDS, ROLES
+from .errors import ContentTooLarge, InvalidContent, InvalidKind, InvalidRole, ToolCallMismatch
+
+#: Default upper bound of one message: UTF-8 bytes of its text plus its JSON fields.
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+Content = str | Sequence[Mapping[str, Any]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A validated message with its token counts, ready to become a row."""
+
+    kind: str
+    role: str
+    content: str | None
+    parts: list[dict[str, Any]] | None
+    name: str | None
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    model: str | None
+    token_count: int
+    overhead_tokens: int
+    encoding: str
+    input_tokens: int | None
+    output_tokens: int | None
+    pinned: bool
+    metadata: dict[str, Any] | None
+    created_at: datetime | None
+
+    @property
+    def call_ids(self) -> tuple[str, ...]:
+        return tuple(str(call["id"]) for call in self.tool_calls or ())
+
+
+def check_text(value: str, what: str) -> None:
+    """Refuse strings that one of the backends cannot store faithfully."""
+    if "\x00" in value:
+        raise InvalidContent(f"{what} contains a NUL character (\\x00), which is not stored")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidContent(f"{what} contains a lone surrogate and is not valid UTF-8") from exc
+
+
+def check_json(value: Any, what: str) -> str:
+    """Check every string inside a JSON value; return its compact serialization."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            check_text(item, what)
+        elif isinstance(item, Mapping):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise InvalidContent(f"{what} has a non-string key {key!r}")
+                check_text(key, what)
+                stack.append(inner)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif item is not None and not isinstance(item, bool | int | float):
+            raise InvalidContent(f"{what} holds a {type(item).__name__}, which is not JSON")
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise InvalidContent(f"{what} is not valid JSON: {exc}") from exc
+
+
+def _check_tool_calls(tool_calls: Any) -> list[dict[str, Any]]:
+    if not isinstance(tool_calls, list | tuple) or not tool_calls:
+        raise InvalidContent("tool_calls must be a non-empty list of tool call objects")
+    seen: set[str] = set()
+    for call in tool_calls:
+        if not isinstance(call, Mapping) or not isinstance(call.get("id"), str) or not call["id"]:
+            raise InvalidContent("every tool call needs a non-empty string 'id'")
+        call_type = call.get("type", "function")
+        body = call.get(call_type) if isinstance(call_type, str) else None
+        if not isinstance(body, Mapping) or not isinstance(body.get("name"), str):
+            raise InvalidContent(f"tool call {call['id']!r} needs '{call_type}' with a 'name'")
+        if call["id"] in seen:
+            raise ToolCallMismatch(f"tool call id {call['id']!r} appears twice in one message")
+        seen.add(call["id"])
+    return [dict(call) for call in tool_calls]
+
+
+def _split_content(content: Content) -> tuple[str | None, list[dict[str, Any]] | None, list[str]]:
+    """Return (text for the content column, parts as given, text pieces to count)."""
+    if content is None:
+        return None, None, []
+    if isinstance(content, str):
+        return content, None, [content]
+    if not isinstance(content, Sequence):
+        raise InvalidContent("content must be a string, a list of content parts, or None")
+    parts: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for part in content:
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+            raise InvalidContent("every content part must be an object with a string 'type'")
+        if part["type"] in ("text", "input_text", "output_text", "refusal"):
+            text = part.get("text", part.get("refusal"))
+            if not isinstance(text, str):
+                raise InvalidContent(f"a {part['type']!r} part needs a string 'text'")
+            texts.append(text)
+        parts.append(dict(part))
+    return "\n".join(texts), parts, texts
+
+
+def prepare_message(
+    *,
+    kind: str,
+    role: str,
+    content: Content,
+    name: str | None,
+    tool_calls: Any,
+    tool_call_id: str | None,
+    model: str | None,
+    encoding: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    pinned: bool,
+    metadata: Mapping[str, Any] | None,
+    created_at: datetime | None,
+    max_message_bytes: int,
+) -> PreparedMessage:
+    """Validate one message and count its tokens, or raise a typed ``InvalidInput``."""
+    if kind not in KINDS:
+        raise InvalidKind(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if role not in ROLES:
+        raise InvalidRole(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+
+    text, parts, texts = _split_content(content)
+    for field, value in (("content", text), ("name", name), ("tool_call_id", tool_call_id),
+                         ("model", model)):
+        if value is not None:
+            if not isinstance(value, str):
+                raise InvalidContent(f"{field} must be a string")
+            check_text(value, field)
+
+    size = len(text.encode("utf-8")) if text else 0
+    calls: list[dict[str, Any]] | None = None
+    if tool_calls is not None:
+        if role != "assistant":
+            raise ToolCallMismatch(f"only assistant messages carry tool_calls, not {role!r}")
+        calls = _check_tool_calls(tool_calls)
+        size += len(check_json(calls, "tool_calls").encode("utf-8"))
+    if parts is not None:
+        size += len(check_json(parts, "content parts").encode("utf-8"))
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise InvalidContent("metadata must be a JSON object")
+        size += len(check_json(metadata, "metadata").encode("utf-8"))
+    if size > max_message_bytes:
+        raise ContentTooLarge(
+            f"message is {size} bytes; this store accepts at most {max_message_bytes} "
+            "(Store(max_message_bytes=...))",
+            size=size,
+            limit=max_message_bytes,
+        )
+
+    if role == "tool":
+        if not tool_call_id:
+            raise ToolCallMismatch("a tool message needs the tool_call_id of the call it answers")
+        if content is None:
+            raise InvalidContent("a tool message needs content (the tool's result)")
+    elif tool_call_id is not None:
+        raise ToolCallMismatch(f"only tool messages carry tool_call_id, not {role!r}")
+    if content is None and not (role == "assistant" and calls):
+        raise InvalidContent(f"a {role} message needs content (only tool-calling assistant "
+                             "messages may omit it)")
+    if pinned and (role == "tool" or calls):
+        raise ToolCallMismatch("tool calls and tool results cannot be pinned alone: pruning "
+                               "keeps a call and its results together")
+    usage: tuple[tuple[str, object], ...] = (("input_tokens", input_tokens),
+                                              ("output_tokens", output_tokens))
+    for label, count in usage:
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 0):
+            raise InvalidContent(f"{label} must be a non-negative integer")
+    if created_at is not None and created_at.tzinfo is None:
+        raise InvalidContent("created_at must be timezone-aware")
+
+    enc = encoding or tokens.encoding_for_model(model)
+    token_count = sum(tokens.count_text(piece, enc) for piece in texts)
+    overhead = tokens.message_overhead(
+        role=role, name=name, tool_calls=calls, tool_call_id=tool_call_id, encoding=enc
+    )
+    return PreparedMessage(
+        kind=kind,
+        role=role,
+        content=text,
+        parts=parts,
+        name=name,
+        tool_calls=calls,
+        tool_call_id=tool_call_id,
+        model=model,
+        token_count=token_count,
+        overhead_tokens=overhead,
+        encoding=enc,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        pinned=bool(pinned),
+        metadata=dict(metadata) if metadata is not None else None,
+        created_at=created_at,
+    )
+
+
+def check_title(title: str | None) -> None:
+    if title is not None:
+        if not isinstance(title, str):
+            raise InvalidContent("title must be a string")
+        check_text(title, "title")
+
+
+def check_metadata(metadata: Mapping[str, Any] | None) -> None:
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise InvalidContent("metadata must be a JSON object")
+        check_json(metadata, "metadata")

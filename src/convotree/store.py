@@ -1,0 +1,316 @@
+"""``Store``: the synchronous shell around the database operations.
+
+It owns the engine (or borrows the caller's), opens one transaction per call, runs
+one operation from ``_ops``, and translates driver errors into ``StoreError`` at this
+single boundary. Validation and token counting happen before the transaction opens,
+so a bad message costs no lock and writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from . import _migrate, _ops, tokens
+from ._engine import WRITE_OPTION, check_engine, create_engine
+from ._ids import as_uuid
+from ._validate import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Content,
+    check_metadata,
+    check_text,
+    check_title,
+    prepare_message,
+)
+from .errors import ConvotreeError, InvalidContent, InvalidParent, StoreError
+from .models import Conversation, Node
+
+__all__ = ["ConversationRef", "Store"]
+
+#: A conversation given as the object, or its id.
+ConversationRef = Conversation | uuid.UUID | str
+
+
+def _conversation_id(conversation: ConversationRef) -> uuid.UUID:
+    if isinstance(conversation, Conversation):
+        return conversation.id
+    try:
+        return as_uuid(conversation)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidContent(f"not a conversation or conversation id: {conversation!r}") from exc
+
+
+def _node_id(node: Node | uuid.UUID | str) -> uuid.UUID:
+    if isinstance(node, Node):
+        return node.id
+    try:
+        return as_uuid(node)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidContent(f"not a node or node id: {node!r}") from exc
+
+
+class Store:
+    """Conversations as trees of messages in SQLite or PostgreSQL.
+
+    ``Store(url)`` creates and owns an engine; ``Store(engine)`` borrows one (on SQLite,
+    convotree installs its connection hooks on it). A store only sees the
+    conversations of its ``tenant``; another tenant's ids behave as unknown ids.
+
+    The database must already be at convotree's schema (``convotree.migrate(url)``);
+    ``create=True`` upgrades it first instead of raising ``SchemaOutOfDate``.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | Engine,
+        *,
+        tenant: str = "",
+        create: bool = False,
+        encoding: str = tokens.DEFAULT_ENCODING,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if isinstance(url_or_engine, Engine):
+            check_engine(url_or_engine)
+            self.engine, self._owns_engine = url_or_engine, False
+        else:
+            self.engine, self._owns_engine = create_engine(url_or_engine), True
+        if not isinstance(tenant, str):
+            raise InvalidContent("tenant must be a string")
+        check_text(tenant, "tenant")
+        self.tenant = tenant
+        self.encoding = encoding
+        self.max_message_bytes = max_message_bytes
+        try:
+            if create:
+                _migrate.migrate(self.engine)
+            else:
+                _migrate.check(self.engine)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Dispose of the engine if this store created it."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn = conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except ConvotreeError:
+            raise
+        except DBAPIError as exc:
+            raise StoreError(f"the database refused the operation: {exc.orig}") from exc
+
+    # --- conversations ---------------------------------------------------------------
+
+    def create_conversation(
+        self,
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        id: uuid.UUID | str | None = None,
+        created_at: datetime | None = None,
+    ) -> Conversation:
+        """Start a new, empty conversation."""
+        check_title(title)
+        check_metadata(metadata)
+        with self._transaction(write=True) as conn:
+            return _ops.create_conversation(
+                conn, tenant=self.tenant, title=title, metadata=metadata,
+                conversation_id=as_uuid(id) if id is not None else None,
+                created_at=created_at,
+            )
+
+    def get_conversation(self, conversation: ConversationRef) -> Conversation:
+        """The conversation as it is now (title, current node, clocks)."""
+        with self._transaction(write=False) as conn:
+            return _ops.get_conversation(
+                conn, tenant=self.tenant, conversation_id=_conversation_id(conversation)
+            )
+
+    def list_conversations(
+        self, *, limit: int = 50, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """Conversations with the most recent activity first.
+
+        Pass the last conversation of a page as ``before`` to get the next page.
+        """
+        with self._transaction(write=False) as conn:
+            return _ops.list_conversations(conn, tenant=self.tenant, limit=limit, before=before)
+
+    def update_conversation(
+        self,
+        conversation: ConversationRef,
+        *,
+        title: str | None = _ops.UNSET,
+        metadata: Mapping[str, Any] | None = _ops.UNSET,
+    ) -> Conversation:
+        """Change the title and/or replace the metadata; arguments not given stay."""
+        if title is not _ops.UNSET:
+            check_title(title)
+        if metadata is not _ops.UNSET:
+            check_metadata(metadata)
+        with self._transaction(write=True) as conn:
+            return _ops.update_conversation(
+                conn, tenant=self.tenant, conversation_id=_conversation_id(conversation),
+                title=title, metadata=metadata,
+            )
+
+    def rename_conversation(self, conversation: ConversationRef, title: str | None
+                            ) -> Conversation:
+        """Set the conversation's title."""
+        return self.update_conversation(conversation, title=title)
+
+    def delete_conversation(self, conversation: ConversationRef) -> None:
+        """Delete a conversation with all its nodes, in one transaction."""
+        with self._transaction(write=True) as conn:
+            _ops.delete_conversation(
+                conn, tenant=self.tenant, conversation_id=_conversation_id(conversation)
+            )
+
+    # --- writing nodes -----------------------------------------------------------------
+
+    def append(
+        self,
+        conversation: ConversationRef,
+        *,
+        role: str,
+        content: Content = None,
+        parent: Node | uuid.UUID | str | None = None,
+        name: str | None = None,
+        tool_calls: Any = None,
+        tool_call_id: str | None = None,
+        model: str | None = None,
+        pinned: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+        kind: str = "message",
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        created_at: datetime | None = None,
+        set_current: bool = True,
+    ) -> Node:
+        """Add a message under ``parent`` (a new root when ``parent`` is None).
+
+        Appending under a node that already has children is a fork: both branches
+        stay, each identified by its leaf. By default the conversation's current node
+        moves to the new node. Tokens are counted here, once, under the encoding of
+        ``model`` (or the store's encoding when no model is given).
+        """
+        conversation_id = _conversation_id(conversation)
+        parent_id = None if parent is None else _node_id(parent)
+        if isinstance(parent, Node) and parent.conversation_id != conversation_id:
+            raise InvalidParent(
+                f"parent {parent.id} belongs to conversation {parent.conversation_id}, "
+                f"not {conversation_id}",
+                conversation_id=conversation_id, node_id=parent.id,
+            )
+        message = prepare_message(
+            kind=kind, role=role, content=content, name=name, tool_calls=tool_calls,
+            tool_call_id=tool_call_id, model=model,
+            encoding=tokens.encoding_for_model(model) if model else self.encoding,
+            input_tokens=input_tokens, output_tokens=output_tokens, pinned=pinned,
+            metadata=metadata, created_at=created_at, max_message_bytes=self.max_message_bytes,
+        )
+        with self._transaction(write=True) as conn:
+            return _ops.append(
+                conn, tenant=self.tenant, conversation_id=conversation_id,
+                parent_id=parent_id, message=message, set_current=set_current,
+            )
+
+    def edit(self, node: Node, content: Content, **fields: Any) -> Node:
+        """Append a sibling of ``node`` with new content: an edited prompt, or a new answer.
+
+        The original stays, as its own branch. Role, name and model are copied from
+        ``node`` unless given in ``fields`` (any ``append`` keyword).
+        """
+        fields.setdefault("role", node.role)
+        fields.setdefault("name", node.name)
+        fields.setdefault("model", node.model)
+        return self.append(node.conversation_id, parent=node.parent_id, content=content,
+                           **fields)
+
+    def set_current(self, conversation: ConversationRef, node: Node | uuid.UUID | str | None
+                    ) -> None:
+        """Move the conversation to a branch: ``node`` becomes its current node."""
+        with self._transaction(write=True) as conn:
+            _ops.set_current(
+                conn, tenant=self.tenant, conversation_id=_conversation_id(conversation),
+                node_id=None if node is None else _node_id(node),
+            )
+
+    def delete_subtree(self, node: Node) -> int:
+        """Delete a node and everything below it (one transaction); returns the count."""
+        with self._transaction(write=True) as conn:
+            return _ops.delete_subtree(
+                conn, tenant=self.tenant, conversation_id=node.conversation_id, node_id=node.id
+            )
+
+    # --- reading nodes -----------------------------------------------------------------
+
+    def node(self, conversation: ConversationRef, node_id: uuid.UUID | str) -> Node:
+        """One node of a conversation by id."""
+        with self._transaction(write=False) as conn:
+            return _ops.get_node(conn, tenant=self.tenant,
+                                 conversation_id=_conversation_id(conversation),
+                                 node_id=_node_id(node_id))
+
+    def current(self, conversation: ConversationRef) -> Node | None:
+        """The conversation's current node, or None before its first message."""
+        with self._transaction(write=False) as conn:
+            conv = _ops.get_conversation(conn, tenant=self.tenant,
+                                         conversation_id=_conversation_id(conversation))
+            if conv.current_node_id is None:
+                return None
+            return _ops.get_node(conn, tenant=self.tenant, conversation_id=conv.id,
+                                 node_id=conv.current_node_id)
+
+    def path(self, node: Node) -> list[Node]:
+        """The branch ending at ``node``: root first, ``node`` last (one recursive CTE)."""
+        with self._transaction(write=False) as conn:
+            return _ops.path(conn, tenant=self.tenant, conversation_id=node.conversation_id,
+                             node_id=node.id)
+
+    def children(self, node: Node) -> list[Node]:
+        """The nodes directly under ``node``, oldest first."""
+        with self._transaction(write=False) as conn:
+            return _ops.children(conn, tenant=self.tenant,
+                                 conversation_id=node.conversation_id, node_id=node.id)
+
+    def tree(self, conversation: ConversationRef) -> list[Node]:
+        """Every node of a conversation, parents before children, siblings oldest first."""
+        return self._conversation_nodes(conversation, "tree")
+
+    def roots(self, conversation: ConversationRef) -> list[Node]:
+        """The root nodes of a conversation (editing a first message adds a root)."""
+        return self._conversation_nodes(conversation, "roots")
+
+    def leaves(self, conversation: ConversationRef) -> list[Node]:
+        """The message leaves: one per branch."""
+        return self._conversation_nodes(conversation, "leaves")
+
+    def _conversation_nodes(self, conversation: ConversationRef, which: str) -> list[Node]:
+        with self._transaction(write=False) as conn:
+            return _ops.conversation_nodes(
+                conn, tenant=self.tenant, conversation_id=_conversation_id(conversation),
+                which=which,
+            )

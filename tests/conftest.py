@@ -1,0 +1,165 @@
+"""Shared fixtures: both backends, a throwaway PostgreSQL database per run, the SQL audit.
+
+PostgreSQL comes from ``CONVOTREE_TEST_POSTGRES_URL`` (default: the local server). Each
+test run creates its own database and drops it at the end, so runs never collide. If
+PostgreSQL is unreachable its cases skip loudly, unless ``CONVOTREE_REQUIRE_POSTGRES=1``
+(set by .ci/run) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SHARED_TIKTOKEN = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
+if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED_TIKTOKEN.is_dir():
+    # No network on the build machines: use the checked-in encodings.
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(_SHARED_TIKTOKEN)
+
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy import event  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+import convotree  # noqa: E402
+from tests import sql_audit  # noqa: E402
+
+PG_URL = os.environ.get(
+    "CONVOTREE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_PG = os.environ.get("CONVOTREE_REQUIRE_POSTGRES") == "1"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@event.listens_for(sa.engine.Engine, "before_cursor_execute")
+def _audit(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    sql_audit.record(statement)
+
+
+class PostgresServer:
+    """Creates and drops throwaway databases on the test server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url)
+        self.error: str | None = None
+        self.created: list[str] = []
+        self.admin: sa.Engine | None = None
+        try:
+            self.admin = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
+            with self.admin.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:  # unreachable server, missing driver, bad URL
+            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.admin = None
+
+    def create_database(self) -> str:
+        assert self.admin is not None
+        name = f"convotree_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        if self.admin is None:
+            return
+        with self.admin.connect() as conn:
+            for name in self.created:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer(PG_URL)
+    yield server
+    server.drop_all()
+
+
+def _require(postgres: PostgresServer) -> None:
+    if postgres.admin is not None:
+        return
+    message = f"PostgreSQL at {PG_URL} is unreachable ({postgres.error})"
+    if REQUIRE_PG:
+        pytest.fail(message + " and CONVOTREE_REQUIRE_POSTGRES=1", pytrace=False)
+    pytest.skip("SKIPPING POSTGRESQL CASES: " + message)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if "SKIPPING POSTGRESQL" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"!!! {len(skipped)} PostgreSQL cases were SKIPPED: the server was unreachable. "
+            "Set CONVOTREE_REQUIRE_POSTGRES=1 to make that a failure.", red=True, bold=True)
+
+
+def new_database_url(kind: str, postgres: PostgresServer, tmp_path: Path) -> str:
+    """A new, empty database of the given backend."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / f'convotree-{uuid.uuid4().hex[:8]}.db'}"
+    _require(postgres)
+    return postgres.create_database()
+
+
+@pytest.fixture(scope="session")
+def migrated_urls(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+                  ) -> dict[str, str]:
+    """One migrated database per backend, shared by the tests of this run."""
+    urls = {"sqlite": f"sqlite:///{tmp_path_factory.mktemp('db') / 'convotree.db'}"}
+    if postgres.admin is not None:
+        urls["postgresql"] = postgres.create_database()
+    for url in urls.values():
+        convotree.migrate(url)
+    return urls
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, migrated_urls: dict[str, str], postgres: PostgresServer) -> str:
+    """URL of a migrated database of the current backend."""
+    if backend == "postgresql":
+        _require(postgres)
+    return migrated_urls[backend]
+
+
+@pytest.fixture
+def empty_db_url(backend: str, postgres: PostgresServer, tmp_path: Path) -> str:
+    """URL of a brand-new database with nothing in it."""
+    return new_database_url(backend, postgres, tmp_path)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[convotree.Store]:
+    with convotree.Store(db_url) as opened:
+        yield opened
+
+
+@pytest.fixture(autouse=True)
+def audit_sql() -> Iterator[None]:
+    """Fail any test during which the store sent SQL not confined to one conversation."""
+    with sql_audit.capture() as log:
+        yield
+    bad = [(statement, why) for statement in log for why in sql_audit.violations(statement)]
+    if bad:
+        statement, why = bad[0]
+        pytest.fail(f"{len(bad)} statement(s) not confined to one conversation; first: "
+                    f"{why}\n{statement}", pytrace=False)
+
+
+def table_counts(store: convotree.Store) -> tuple[int, int, list[tuple[object, ...]]]:
+    """Rows in both tables plus every conversation row: to prove nothing was written."""
+    with sql_audit.unaudited(), store.engine.connect() as conn:
+        conversations = conn.execute(sa.text("SELECT count(*) FROM convotree_conversations"))
+        nodes = conn.execute(sa.text("SELECT count(*) FROM convotree_nodes"))
+        rows = conn.execute(sa.text(
+            "SELECT id, title, current_node_id, updated_at FROM convotree_conversations "
+            "ORDER BY id"))
+        return conversations.scalar_one(), nodes.scalar_one(), [tuple(r) for r in rows]

@@ -1,0 +1,42 @@
+"""Encodings by model and the chat counting rule."""
+
+from __future__ import annotations
+
+import pytest
+import tiktoken
+
+from convotree import tokens
+
+
+@pytest.mark.parametrize(("model", "encoding"), [
+    ("gpt-4o", "o200k_base"), ("gpt-4o-mini", "o200k_base"), ("gpt-4.1-nano", "o200k_base"),
+    ("o3-mini", "o200k_base"), ("gpt-5", "o200k_base"), ("gpt-4", "cl100k_base"),
+    ("gpt-4-turbo", "cl100k_base"), ("gpt-3.5-turbo", "cl100k_base"),
+    ("ft:gpt-3.5-turbo:acme::abc", "cl100k_base"), ("ft:gpt-4o-mini:acme::x", "o200k_base"),
+    (None, "o200k_base"), ("some-future-model", "o200k_base"),
+])
+def test_encoding_for_model(model: str | None, encoding: str) -> None:
+    assert tokens.encoding_for_model(model) == encoding
+
+
+def test_count_matches_tiktoken_and_treats_special_tokens_as_text() -> None:
+    text = "Olá, 世界! <|endoftext|> done"
+    for name in ("o200k_base", "cl100k_base"):
+        expected = len(tiktoken.get_encoding(name).encode(text, disallowed_special=()))
+        assert tokens.count_text(text, name) == expected
+    assert tokens.count_text("", "o200k_base") == 0
+
+
+def test_message_overhead_follows_the_published_rule() -> None:
+    enc = tiktoken.get_encoding("o200k_base")
+    plain = tokens.message_overhead(role="user", name=None, tool_calls=None, tool_call_id=None,
+                                    encoding="o200k_base")
+    assert plain == 3 + len(enc.encode("user"))
+    named = tokens.message_overhead(role="user", name="alice", tool_calls=None,
+                                    tool_call_id=None, encoding="o200k_base")
+    assert named == plain + 1 + len(enc.encode("alice"))
+    call = [{"id": "c", "type": "function", "function": {"name": "get", "arguments": "{}"}}]
+    with_call = tokens.message_overhead(role="assistant", name=None, tool_calls=call,
+                                        tool_call_id=None, encoding="o200k_base")
+    assert with_call == 3 + 1 + tokens.TOKENS_PER_TOOL_CALL + len(enc.encode("get")) + len(
+        enc.encode("{}"))
