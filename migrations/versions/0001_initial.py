@@ -6,7 +6,8 @@ foreign key carries conversation_id, so a Citus cluster can distribute both tabl
 by conversation (nodes co-located with their conversation) without a schema change,
 and so a parent can never be in another conversation. Token counts are stored per
 node at insert (content and format overhead separately) because the context
-assembler must only sum them, never re-tokenize. pinned_ancestor_id points at the
+assembler must only sum them, never re-tokenize; media keeps the sizes of images,
+audio and files for the same reason. pinned_ancestor_id points at the
 nearest ancestor that pruning always keeps, so finding those above a cut is a hop
 along pointers rather than a walk of the whole path.
 
@@ -70,6 +71,7 @@ def upgrade() -> None:
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("content", sa.Text(), nullable=True),
         sa.Column("parts", JSON, nullable=True),
+        sa.Column("media", JSON, nullable=True),
         sa.Column("name", sa.Text(), nullable=True),
         sa.Column("tool_calls", JSON, nullable=True),
         sa.Column("tool_call_id", sa.Text(), nullable=True),

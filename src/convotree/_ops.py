@@ -257,6 +257,7 @@ def append(
         "role": message.role,
         "content": message.content,
         "parts": message.parts,
+        "media": message.media,
         "name": message.name,
         "tool_calls": message.tool_calls,
         "tool_call_id": message.tool_call_id,

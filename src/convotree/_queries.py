@@ -16,15 +16,19 @@ from typing import Any
 
 from sqlalchemy import (
     CTE,
+    CompoundSelect,
     Delete,
     Select,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
     literal,
+    or_,
     select,
+    union_all,
 )
 
 from ._schema import conversations, nodes
@@ -208,3 +212,55 @@ def current_in_subtree() -> Select[Any]:
 def count_nodes() -> Select[Any]:
     """Number of nodes of one conversation."""
     return select(func.count()).select_from(nodes).where(nodes.c.conversation_id == C)
+
+
+#: Columns the assembler needs to build and price a message.
+WINDOW_COLUMNS = ("id", "parent_id", "depth", "kind", "role", "content", "parts", "media",
+                  "name", "tool_calls", "tool_call_id", "token_count", "overhead_tokens",
+                  "encoding", "pinned")
+
+
+def _always_kept(table: Any) -> Any:
+    return or_(table.c.pinned, table.c.role.in_(("system", "developer")))
+
+
+def context_window() -> CompoundSelect[Any]:
+    """The rows a context is built from, in ONE statement of two recursive CTEs.
+
+    ``walk`` climbs from the leaf and stops at the first node whose running token sum
+    (stored counts, kept-always nodes free) passes ``:token_limit``: its cost follows
+    the budget, not the conversation's length. ``kept`` hops the
+    ``pinned_ancestor_id`` pointers from the leaf, so every system, developer and
+    pinned node above the cut is found in as many steps as there are such nodes.
+    Both CTEs filter ``conversation_id`` in anchor and recursive member (Citus); the
+    tenant is checked in the anchors. ``source`` says which CTE a row came from.
+    """
+    cost = case((_always_kept(nodes), 0), else_=nodes.c.token_count + nodes.c.overhead_tokens)
+    tenant_ok = exists().where(conversations.c.id == C, conversations.c.tenant_id == TENANT)
+    walk_anchor = (
+        select(*[nodes.c[name] for name in WINDOW_COLUMNS], cost.label("running"))
+        .where(nodes.c.conversation_id == C, nodes.c.id == NODE, tenant_ok)
+        .cte("walk", recursive=True)
+    )
+    up = nodes.alias("up")
+    up_cost = case((_always_kept(up), 0), else_=up.c.token_count + up.c.overhead_tokens)
+    walk = walk_anchor.union_all(
+        select(*[up.c[name] for name in WINDOW_COLUMNS], (walk_anchor.c.running + up_cost))
+        .join(walk_anchor, up.c.id == walk_anchor.c.parent_id)
+        .where(up.c.conversation_id == C, walk_anchor.c.running <= bindparam("token_limit"))
+    )
+    kept_anchor = (
+        select(*[nodes.c[name] for name in WINDOW_COLUMNS], nodes.c.pinned_ancestor_id)
+        .where(nodes.c.conversation_id == C, nodes.c.id == NODE, tenant_ok)
+        .cte("kept", recursive=True)
+    )
+    hop = nodes.alias("hop")
+    kept = kept_anchor.union_all(
+        select(*[hop.c[name] for name in WINDOW_COLUMNS], hop.c.pinned_ancestor_id)
+        .join(kept_anchor, hop.c.id == kept_anchor.c.pinned_ancestor_id)
+        .where(hop.c.conversation_id == C)
+    )
+    return union_all(
+        select(*[walk.c[name] for name in WINDOW_COLUMNS], literal("walk").label("source")),
+        select(*[kept.c[name] for name in WINDOW_COLUMNS], literal("kept").label("source")),
+    )

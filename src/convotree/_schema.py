@@ -83,6 +83,9 @@ nodes = Table(
     Column("role", String(16), nullable=False),
     Column("content", Text(), nullable=True),
     Column("parts", JSONType, nullable=True),
+    # Sizes of the non-text parts (image width/height/detail, audio and file bytes),
+    # read once at insert so images can be priced per model without decoding again.
+    Column("media", JSONType, nullable=True),
     Column("name", Text(), nullable=True),
     Column("tool_calls", JSONType, nullable=True),
     Column("tool_call_id", Text(), nullable=True),

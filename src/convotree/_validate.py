@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from . import tokens
+from ._media import media_facts
 from ._schema import KINDS, ROLES
 from .errors import ContentTooLarge, InvalidContent, InvalidKind, InvalidRole, ToolCallMismatch
 
@@ -36,6 +37,7 @@ class PreparedMessage:
     role: str
     content: str | None
     parts: list[dict[str, Any]] | None
+    media: list[dict[str, Any]] | None
     name: str | None
     tool_calls: list[dict[str, Any]] | None
     tool_call_id: str | None
@@ -210,6 +212,7 @@ def prepare_message(
         role=role,
         content=text,
         parts=parts,
+        media=media_facts(parts),
         name=name,
         tool_calls=calls,
         tool_call_id=tool_call_id,

@@ -23,7 +23,8 @@ always left exactly as it was.
     │                                 turn that leaves calls unanswered
     ├── ContextError                  no valid context can be assembled
     │   ├── UnknownModel              no context window known: pass ``budget=``
-    │   └── BudgetExceeded            the kept-always messages or the leaf do not fit
+    │   ├── BudgetExceeded            the kept-always messages or the leaf do not fit
+    │   └── IncompleteToolCalls       the leaf is a tool call still missing results
     └── StoreError                    the database refused an operation (driver error
                                       translated at one boundary, cause chained)
 
@@ -43,6 +44,7 @@ __all__ = [
     "ContextError",
     "ConversationNotFound",
     "ConvotreeError",
+    "IncompleteToolCalls",
     "InvalidContent",
     "InvalidInput",
     "InvalidKind",
@@ -140,6 +142,14 @@ class UnknownModel(ContextError):
 
 class BudgetExceeded(ContextError):
     """The messages that must always be sent do not fit in the budget."""
+
+
+class IncompleteToolCalls(ContextError):
+    """The leaf is a tool call whose results are not all stored yet.
+
+    OpenAI rejects a request whose last assistant message calls tools without every
+    result following it; append the results, then assemble from the last one.
+    """
 
 
 class StoreError(ConvotreeError):

@@ -47,7 +47,8 @@ class Node:
     ``content`` is the text; when the message was given as a list of content parts,
     ``parts`` holds that list exactly as it came and ``content`` the text parts joined
     with newlines (for search and reporting). ``token_count`` is the content's tokens
-    under ``encoding``; ``overhead_tokens`` what the chat format adds around it.
+    under ``encoding``; ``overhead_tokens`` what the chat format adds around it;
+    ``media`` the sizes of non-text parts (for image token prices).
     """
 
     id: uuid.UUID
@@ -58,6 +59,7 @@ class Node:
     role: str
     content: str | None
     parts: list[dict[str, Any]] | None
+    media: list[dict[str, Any]] | None
     name: str | None
     tool_calls: list[dict[str, Any]] | None
     tool_call_id: str | None

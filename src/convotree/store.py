@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import _migrate, _ops, tokens
+from ._assemble import assemble
 from ._engine import WRITE_OPTION, check_engine, create_engine
 from ._ids import as_uuid
 from ._validate import (
@@ -28,6 +29,7 @@ from ._validate import (
     check_title,
     prepare_message,
 )
+from .context import Context, PruningPolicy
 from .errors import ConvotreeError, InvalidContent, InvalidParent, StoreError
 from .models import Conversation, Node
 
@@ -263,6 +265,36 @@ class Store:
         with self._transaction(write=True) as conn:
             return _ops.delete_subtree(
                 conn, tenant=self.tenant, conversation_id=node.conversation_id, node_id=node.id
+            )
+
+    # --- contexts ------------------------------------------------------------------------
+
+    def context(
+        self,
+        node: Node,
+        *,
+        model: str,
+        budget: int | None = None,
+        reserve_output: int = 0,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        format: str = "chat",
+        policy: PruningPolicy | None = None,
+    ) -> Context:
+        """The messages to send for the branch ending at ``node``, within the budget.
+
+        The budget is ``budget`` if given, else the model's context window minus
+        ``reserve_output``. System, developer and pinned messages are always sent;
+        then the newest messages that fit, never splitting a tool call from its
+        results. ``format="chat"`` gives Chat Completions messages, ``"responses"``
+        Responses input items. ``Context.tokens`` is the exact prompt total by
+        OpenAI's counting rule; ``Context.report`` says what was kept and dropped.
+        One SQL statement, whose cost follows the budget, not the conversation length.
+        """
+        with self._transaction(write=False) as conn:
+            return assemble(
+                conn, tenant=self.tenant, conversation_id=node.conversation_id,
+                node_id=node.id, model=model, budget=budget, reserve_output=reserve_output,
+                tools=tools, fmt=format, policy=policy,
             )
 
     # --- reading nodes -----------------------------------------------------------------

@@ -20,11 +20,20 @@ it by default).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "DEFAULT_ENCODING",
+    "ModelSpec",
+    "count_messages",
+    "image_tokens",
+    "media_tokens",
+    "model_spec",
+    "register_model",
+    "tools_tokens",
     "REPLY_PRIMING_TOKENS",
     "TOKENS_PER_MESSAGE",
     "TOKENS_PER_NAME",
@@ -54,6 +63,9 @@ def encoding_for_model(model: str | None) -> str:
     """
     if not model:
         return DEFAULT_ENCODING
+    spec = model_spec(model)
+    if spec is not None:
+        return spec.encoding
     name = model.removeprefix("ft:").split(":", 1)[0].lower()
     if name in _CL100K_EXACT or (
         name.startswith(_CL100K_PREFIXES) and not name.startswith(("gpt-4o", "gpt-4.1"))
@@ -113,3 +125,201 @@ def message_overhead(
     if tool_call_id:
         total += count_text(tool_call_id, encoding)
     return total + tool_calls_tokens(tool_calls, encoding)
+
+
+# --- models ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What convotree needs to know about a model to fill its context window.
+
+    ``context_window`` is the total of prompt and output; ``max_input`` caps the
+    prompt alone where the model has a separate limit (the gpt-5 family).
+    ``image_rule`` names how images are priced (see :func:`image_tokens`).
+    """
+
+    context_window: int
+    encoding: str = DEFAULT_ENCODING
+    max_input: int | None = None
+    image_rule: tuple[str, float, float] = ("tile", 85, 170)
+
+
+_T4O: tuple[str, float, float] = ("tile", 85, 170)
+_MODELS: dict[str, ModelSpec] = {
+    "gpt-4o": ModelSpec(128_000, image_rule=_T4O),
+    "chatgpt-4o-latest": ModelSpec(128_000, image_rule=_T4O),
+    "gpt-4o-mini": ModelSpec(128_000, image_rule=("tile", 2833, 5667)),
+    "gpt-4.1": ModelSpec(1_047_576, image_rule=_T4O),
+    "gpt-4.1-mini": ModelSpec(1_047_576, image_rule=("patch", 1.62, 0)),
+    "gpt-4.1-nano": ModelSpec(1_047_576, image_rule=("patch", 2.46, 0)),
+    "o1": ModelSpec(200_000, image_rule=("tile", 75, 150)),
+    "o1-mini": ModelSpec(128_000, image_rule=("tile", 75, 150)),
+    "o1-pro": ModelSpec(200_000, image_rule=("tile", 75, 150)),
+    "o3": ModelSpec(200_000, image_rule=("tile", 75, 150)),
+    "o3-mini": ModelSpec(200_000, image_rule=("tile", 75, 150)),
+    "o3-pro": ModelSpec(200_000, image_rule=("tile", 75, 150)),
+    "o4-mini": ModelSpec(200_000, image_rule=("patch", 1.72, 0)),
+    "gpt-5": ModelSpec(400_000, max_input=272_000, image_rule=("tile", 70, 140)),
+    "gpt-5-chat-latest": ModelSpec(128_000, image_rule=("tile", 70, 140)),
+    "gpt-5-mini": ModelSpec(400_000, max_input=272_000, image_rule=("patch", 1.62, 0)),
+    "gpt-5-nano": ModelSpec(400_000, max_input=272_000, image_rule=("patch", 2.46, 0)),
+    "gpt-4-turbo": ModelSpec(128_000, encoding="cl100k_base", image_rule=_T4O),
+    "gpt-4": ModelSpec(8_192, encoding="cl100k_base", image_rule=_T4O),
+    "gpt-4-32k": ModelSpec(32_768, encoding="cl100k_base", image_rule=_T4O),
+    "gpt-3.5-turbo": ModelSpec(16_385, encoding="cl100k_base", image_rule=_T4O),
+}
+
+
+def register_model(name: str, spec: ModelSpec) -> None:
+    """Teach convotree a model (or override one): dated and fine-tuned ids of ``name``
+    (``name-2025-01-01``, ``ft:name:org::id``) resolve to it too."""
+    _MODELS[name] = spec
+
+
+def model_spec(model: str) -> ModelSpec | None:
+    """The spec of a model: exact name, else the longest known ``name-…`` prefix."""
+    name = model.removeprefix("ft:").split(":", 1)[0].lower()
+    if name in _MODELS:
+        return _MODELS[name]
+    best = max((known for known in _MODELS if name.startswith(known + "-")), key=len,
+               default=None)
+    return _MODELS[best] if best else None
+
+
+# --- images, audio, files ----------------------------------------------------------
+
+#: Largest image OpenAI's high-detail rule can produce (2048 square, short side 768).
+_WORST_CASE_IMAGE = (768, 2048)
+#: Documented estimates for parts OpenAI publishes no token rule for.
+AUDIO_TOKENS_PER_SECOND = 10
+FILE_BYTES_PER_TOKEN = 4
+FILE_TOKENS_WHEN_UNKNOWN = 1_000
+
+
+def image_tokens(width: int | None, height: int | None, detail: str, rule: tuple[str, float, float]
+                 ) -> int:
+    """Tokens of one image by OpenAI's published rule ("Images and vision: calculating costs").
+
+    Tile models: ``low`` detail costs the base; otherwise the image is scaled to fit
+    2048x2048, then its short side to 768, and each 512px tile costs ``tile`` on top of
+    the base. Patch models: 32px patches (at most 1536, after scaling down), times the
+    model's multiplier. An image of unknown size is priced at the worst case.
+    """
+    kind, a, b = rule
+    if width is None or height is None:
+        width, height = _WORST_CASE_IMAGE
+    if kind == "patch":
+        w, h = float(width), float(height)
+        if math.ceil(w / 32) * math.ceil(h / 32) > 1536:
+            shrink = math.sqrt(32 * 32 * 1536 / (w * h))
+            w, h = w * shrink, h * shrink
+            fit = math.floor(w / 32) / (w / 32)
+            w, h = w * fit, h * fit
+        patches = min(math.ceil(w / 32) * math.ceil(h / 32), 1536)
+        return math.ceil(patches * a)
+    if detail == "low":
+        return int(a)
+    w, h = float(width), float(height)
+    if max(w, h) > 2048:
+        scale = 2048 / max(w, h)
+        w, h = w * scale, h * scale
+    if min(w, h) > 768:
+        scale = 768 / min(w, h)
+        w, h = w * scale, h * scale
+    tiles = math.ceil(w / 512) * math.ceil(h / 512)
+    return int(a + b * tiles)
+
+
+def media_tokens(facts: Iterable[Mapping[str, Any]] | None, spec: ModelSpec | None
+                 ) -> tuple[int, bool]:
+    """Tokens of a message's images, audio and files; and whether any is an estimate.
+
+    Images are priced by the published rule (an estimate only when their size is
+    unknown); audio at :data:`AUDIO_TOKENS_PER_SECOND` and files at one token per
+    :data:`FILE_BYTES_PER_TOKEN` bytes are estimates, always flagged.
+    """
+    rule = spec.image_rule if spec else _T4O
+    total, estimated = 0, False
+    for fact in facts or ():
+        if fact["type"] == "image":
+            total += image_tokens(fact["width"], fact["height"], fact["detail"], rule)
+            estimated |= fact["width"] is None
+        elif fact["type"] == "audio":
+            total += math.ceil(float(fact["seconds"]) * AUDIO_TOKENS_PER_SECOND)
+            estimated = True
+        else:
+            size = fact.get("bytes")
+            total += math.ceil(size / FILE_BYTES_PER_TOKEN) if size else FILE_TOKENS_WHEN_UNKNOWN
+            estimated = True
+    return total, estimated
+
+
+# --- tool definitions --------------------------------------------------------------
+
+
+def tools_tokens(tools: Sequence[Mapping[str, Any]] | None, encoding: str) -> int:
+    """Tokens of the ``tools`` definitions sent with a request.
+
+    The OpenAI Cookbook's rule (``num_tokens_for_tools``): per function 7 tokens (10
+    for cl100k models) plus ``name:description``; 3 for a parameter block, and per
+    property 3 plus ``name:type:description``, enums -3 plus 3 and the value per item;
+    12 to close. Nested objects are counted by their top level only: an estimate there.
+    Accepts Chat Completions (``{"type": "function", "function": {...}}``) and
+    Responses (``{"type": "function", "name": ...}``) shapes.
+    """
+    if not tools:
+        return 0
+    func_init = 10 if encoding == "cl100k_base" else 7
+    total = 0
+    for tool in tools:
+        function = tool.get("function", tool)
+        description = str(function.get("description") or "").removesuffix(".")
+        total += func_init + count_text(f"{function.get('name', '')}:{description}", encoding)
+        properties = (function.get("parameters") or {}).get("properties") or {}
+        if properties:
+            total += 3
+            for key, prop in properties.items():
+                total += 3
+                for item in prop.get("enum") or ():
+                    total += 3 + count_text(str(item), encoding)
+                if prop.get("enum"):
+                    total -= 3
+                prop_description = str(prop.get("description") or "").removesuffix(".")
+                total += count_text(f"{key}:{prop.get('type', '')}:{prop_description}", encoding)
+    return total + 12
+
+
+# --- the reference count -----------------------------------------------------------
+
+
+def count_messages(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    model: str,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> int:
+    """Prompt tokens of a Chat Completions request, counted from scratch.
+
+    This re-tokenizes everything (use it to check, not on a hot path): the same rule
+    convotree applies from the counts it stored at insert, so the two always agree.
+    """
+    from ._media import media_facts
+
+    spec = model_spec(model)
+    encoding = spec.encoding if spec else encoding_for_model(model)
+    total = REPLY_PRIMING_TOKENS + tools_tokens(tools, encoding)
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else None
+        texts = [content] if isinstance(content, str) else [
+            str(p.get("text", p.get("refusal", ""))) for p in parts or ()
+            if p.get("type") in ("text", "input_text", "output_text", "refusal")]
+        total += sum(count_text(text, encoding) for text in texts)
+        total += message_overhead(
+            role=str(message["role"]), name=message.get("name"),
+            tool_calls=message.get("tool_calls"), tool_call_id=message.get("tool_call_id"),
+            encoding=encoding,
+        )
+        total += media_tokens(media_facts(parts), spec)[0]
+    return total

@@ -1,0 +1,90 @@
+"""Stored nodes as request payloads: Chat Completions messages or Responses input items.
+
+Pure functions over the assembler's rows (mappings with the node columns).
+
+Responses mapping (documented in docs/context.md):
+- system / developer / user / assistant text -> ``{"role": ..., "content": ...}`` input
+  messages (roles kept as they are; nothing is moved to ``instructions``, so the order of
+  several system messages is kept). Content parts become ``input_text``,
+  ``input_image``, ``input_file`` and ``input_audio`` parts (``output_text`` for the
+  assistant). ``name`` has no place in Responses input and is dropped.
+- an assistant message's tool calls -> one ``function_call`` item each (``custom_tool_call``
+  for custom tools), after its text message if it has text.
+- a tool result -> ``function_call_output`` (``custom_tool_call_output``) with its call id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def chat_message(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """One Chat Completions message."""
+    message: dict[str, Any] = {
+        "role": row["role"],
+        "content": row["parts"] if row["parts"] is not None else row["content"],
+    }
+    if row["name"] is not None:
+        message["name"] = row["name"]
+    if row["tool_calls"] is not None:
+        message["tool_calls"] = row["tool_calls"]
+    if row["tool_call_id"] is not None:
+        message["tool_call_id"] = row["tool_call_id"]
+    return message
+
+
+def _response_part(part: Mapping[Any, Any], assistant: bool) -> dict[str, Any]:
+    kind = part.get("type")
+    if kind in ("text", "input_text", "output_text"):
+        return {"type": "output_text" if assistant else "input_text", "text": part["text"]}
+    if kind == "refusal":
+        return {"type": "refusal", "refusal": part.get("refusal", part.get("text", ""))}
+    if kind == "image_url":
+        body = part["image_url"]
+        url = body.get("url") if isinstance(body, Mapping) else body
+        detail = (body.get("detail") if isinstance(body, Mapping) else None) or "auto"
+        return {"type": "input_image", "image_url": url, "detail": detail}
+    if kind == "file":
+        return {"type": "input_file", **dict(part.get("file") or {})}
+    if kind == "input_audio":
+        return {"type": "input_audio", "input_audio": part["input_audio"]}
+    return dict(part)
+
+
+def response_items(row: Mapping[Any, Any], call_types: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The Responses input items for one node (a tool call can become several)."""
+    role = row["role"]
+    if role == "tool":
+        custom = call_types.get(row["tool_call_id"]) == "custom"
+        return [{"type": "custom_tool_call_output" if custom else "function_call_output",
+                 "call_id": row["tool_call_id"], "output": row["content"] or ""}]
+    items: list[dict[str, Any]] = []
+    if row["parts"] is not None:
+        items.append({"role": role, "content": [
+            _response_part(p, role == "assistant") for p in row["parts"]]})
+    elif row["content"] is not None and (row["content"] or not row["tool_calls"]):
+        items.append({"role": role, "content": row["content"]})
+    for call in row["tool_calls"] or ():
+        if call.get("type", "function") == "custom":
+            body = call["custom"]
+            items.append({"type": "custom_tool_call", "call_id": call["id"],
+                          "name": body["name"], "input": body.get("input", "")})
+        else:
+            body = call["function"]
+            items.append({"type": "function_call", "call_id": call["id"],
+                          "name": body["name"], "arguments": body.get("arguments", "")})
+    return items
+
+
+def render(rows: Iterable[Mapping[Any, Any]], fmt: str) -> list[dict[str, Any]]:
+    """All rows (path order) in the requested format."""
+    if fmt == "chat":
+        return [chat_message(row) for row in rows]
+    call_types: dict[str, str] = {}
+    items: list[dict[str, Any]] = []
+    for row in rows:
+        for call in row["tool_calls"] or ():
+            call_types[str(call["id"])] = str(call.get("type", "function"))
+        items.extend(response_items(row, call_types))
+    return items
