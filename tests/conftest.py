@@ -34,6 +34,12 @@ REQUIRE_PG = os.environ.get("CONVOTREE_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgresql"]
 
 
+
+def examples(count: int) -> int:
+    """Property-test examples: ``CONVOTREE_THOROUGH=1`` runs ten times as many."""
+    return count * 10 if os.environ.get("CONVOTREE_THOROUGH") == "1" else count
+
+
 @event.listens_for(sa.engine.Engine, "before_cursor_execute")
 def _audit(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
     sql_audit.record(statement)

@@ -14,6 +14,7 @@ import convotree
 from convotree import tokens
 from convotree._schema import nodes as nodes_table
 from tests import sql_audit
+from tests.conftest import examples
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                max_size=40)
@@ -46,7 +47,7 @@ class Model:
         return out
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=examples(25), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=st.lists(OPERATION, min_size=1, max_size=25))
 def test_random_operations_keep_invariants(db_url: str, operations: list[tuple]) -> None:  # type: ignore[type-arg]

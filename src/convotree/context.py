@@ -114,6 +114,7 @@ class DefaultPolicy:
     """Keep every system, developer and pinned message, then the longest run of the
     newest messages that fits; a tool call and its results go together or not at all.
 
+    0. A leaf that is a tool call still missing results: ``IncompleteToolCalls``.
     1. Kept-always nodes are sent, in path order; if they alone exceed the budget,
        ``BudgetExceeded``.
     2. The leaf (with its tool group) must fit next to them, else ``BudgetExceeded``.
@@ -122,25 +123,29 @@ class DefaultPolicy:
     """
 
     def select(self, window: Window, budget: int) -> Selection:
-        kept_cost = sum(n.tokens for n in window.kept_above)
-        kept_cost += sum(n.tokens for n in window.suffix if n.always_kept)
-        if kept_cost > budget:
-            raise BudgetExceeded(
-                f"system, developer and pinned messages need {kept_cost} tokens; the budget "
-                f"leaves {budget}", needed=kept_cost, budget=budget)
         units, unfinished = _units(window.suffix)
         leaf = window.suffix[-1]
+        if not units:
+            # The window ends inside the leaf's own tool group: read up to its call.
+            return Selection(frozenset(), "window")
         if leaf.role == "tool" or leaf.call_ids:
-            group = units[0] if units else unfinished
+            group = units[0]
             calls = group[0].call_ids if group and group[0].call_ids else ()
             answered = {n.answers for n in group if n.role == "tool"}
             if not calls or set(calls) - answered:
                 raise IncompleteToolCalls(
                     "the leaf is a tool call whose results are not all stored: append "
                     "every result first", pending=sorted(set(calls) - answered))
+        kept_cost = sum(n.tokens for n in window.kept_above)
+        kept_cost += sum(n.tokens for n in window.suffix if n.always_kept)
+        if kept_cost > budget:
+            raise BudgetExceeded(
+                f"system, developer and pinned messages need {kept_cost} tokens; the budget "
+                f"leaves {budget}", needed=kept_cost, budget=budget)
         chosen = {n.depth for n in window.kept_above}
         chosen |= {n.depth for n in window.suffix if n.always_kept}
         remaining = budget - kept_cost
+
         for index, unit in enumerate(units):
             cost = sum(n.tokens for n in unit if not n.always_kept)
             if cost > remaining:
