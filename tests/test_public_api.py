@@ -9,8 +9,10 @@ import convotree
 from convotree import errors
 
 PUBLIC = {
-    "Conversation", "ConvotreeError", "Node", "Store", "__version__", "check_schema",
-    "create_engine", "current_revision", "downgrade", "errors", "migrate",
+    "Candidate", "Context", "ContextReport", "Conversation", "ConvotreeError",
+    "DefaultPolicy", "DepthRange", "Node", "PruningPolicy", "Selection", "Store", "Window",
+    "__version__", "check_schema", "create_engine", "current_revision", "downgrade",
+    "errors", "migrate", "tokens",
 }
 
 

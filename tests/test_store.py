@@ -223,3 +223,19 @@ def test_sqlite_enforces_foreign_keys_on_every_connection(tmp_path: object) -> N
             "'user', 0, 0, 'o200k_base', 0, '2025-01-01 00:00:00')"
         )
     engine.dispose()
+
+
+def test_absent_json_fields_are_sql_null(store: convotree.Store) -> None:
+    """Reporting SQL can write ``tool_calls IS NULL`` on both backends."""
+    import sqlalchemy as sa
+
+    from tests import sql_audit
+
+    conv = store.create_conversation()
+    store.append(conv, role="user", content="plain")
+    with sql_audit.unaudited(), store.engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT tool_calls IS NULL, parts IS NULL, media IS NULL, metadata IS NULL "
+            "FROM convotree_nodes WHERE conversation_id = :c").bindparams(
+                sa.bindparam("c", type_=sa.Uuid())), {"c": conv.id}).one()
+    assert [bool(v) for v in row] == [True, True, True, True]

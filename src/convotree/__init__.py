@@ -6,10 +6,20 @@ names a whole branch. See README.md for a tour and docs/ for the design.
 
 from __future__ import annotations
 
-from . import errors
+from . import errors, tokens
 from ._engine import create_engine
 from ._migrate import check as check_schema
 from ._migrate import current_revision, downgrade, migrate
+from .context import (
+    Candidate,
+    Context,
+    ContextReport,
+    DefaultPolicy,
+    DepthRange,
+    PruningPolicy,
+    Selection,
+    Window,
+)
 from .errors import ConvotreeError
 from .models import Conversation, Node
 from .store import Store
@@ -17,10 +27,18 @@ from .store import Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "Candidate",
+    "Context",
+    "ContextReport",
     "Conversation",
     "ConvotreeError",
+    "DefaultPolicy",
+    "DepthRange",
     "Node",
+    "PruningPolicy",
+    "Selection",
     "Store",
+    "Window",
     "__version__",
     "check_schema",
     "create_engine",
@@ -28,4 +46,5 @@ __all__ = [
     "downgrade",
     "errors",
     "migrate",
+    "tokens",
 ]

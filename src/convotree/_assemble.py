@@ -3,15 +3,22 @@
 Reads ONE statement (``_queries.context_window``) whose cost follows the budget, not the
 path's length; reads again, further, only when prices differ from the stored counts
 (nodes counted under another encoding) and the policy needs older rows to decide.
+
+This is the hot path of every chat turn, so the statement is compiled once per dialect
+and run on the driver's cursor (``exec_driver_sql``: still audited, still one
+transaction); column values are converted with SQLAlchemy's own type processors, and
+only where a row needs it (ids only for the rows that are sent).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
 
 from . import _queries as q
 from . import tokens
@@ -25,6 +32,7 @@ from .context import (
     candidate,
     complement_ranges,
     depth_ranges,
+    is_always_kept,
     price,
     resolve_budget,
 )
@@ -35,11 +43,79 @@ _CONVERSATION_EXISTS = q.conversation_exists()
 _DEFAULT_POLICY = DefaultPolicy()
 
 
-def _estimate_notes(rows: Sequence[Mapping[Any, Any]], tools: object, fmt: str,
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """The window statement for one dialect, with its parameter and id converters."""
+
+    sql: str
+    positions: tuple[str, ...] | None
+    binders: Mapping[str, Callable[[Any], Any] | None]
+    id_reader: Callable[[Any], Any] | None
+
+    def params(self, values: Mapping[str, Any]) -> Any:
+        bound = {}
+        for name, value in values.items():
+            binder = self.binders.get(name)
+            bound[name] = binder(value) if binder and value is not None else value
+        if self.positions is None:
+            return bound
+        return tuple(bound[name] for name in self.positions)
+
+    def node_id(self, value: Any) -> uuid.UUID:
+        if self.id_reader is None or isinstance(value, uuid.UUID):
+            return value  # type: ignore[no-any-return]
+        return self.id_reader(value)  # type: ignore[no-any-return]
+
+
+_COMPILED: dict[tuple[str, str], _Compiled] = {}
+
+
+class _WindowRow(NamedTuple):
+    """One row of the window statement: a plain tuple, for cheap attribute access."""
+
+    id: Any
+    depth: int
+    kind: str
+    role: str
+    content: str | None
+    parts: Any
+    media: Any
+    name: str | None
+    tool_calls: Any
+    tool_call_id: str | None
+    token_count: int
+    overhead_tokens: int
+    encoding: str
+    pinned: Any
+    source: str
+
+
+assert _WindowRow._fields == (*q.WINDOW_COLUMNS, "source"), "window columns out of sync"
+
+
+def _compiled(dialect: Dialect) -> _Compiled:
+    key = (dialect.name, dialect.driver)
+    found = _COMPILED.get(key)
+    if found is None:
+        compiled = _WINDOW.compile(dialect=dialect)
+        binders = {name: param.type.bind_processor(dialect)
+                   for name, param in compiled.binds.items()}
+        positions = tuple(compiled.positiontup or ()) if compiled.positional else None
+        found = _COMPILED[key] = _Compiled(
+            str(compiled), positions, binders,
+            q.NODE_ID_TYPE.result_processor(dialect, None))
+    return found
+
+
+def _by_depth(row: Any) -> int:
+    return row.depth  # type: ignore[no-any-return]
+
+
+def _estimate_notes(rows: Sequence[Any], tools: object, fmt: str,
                     estimated_media: bool) -> tuple[str, ...]:
     notes = []
-    if any(row["tool_calls"] for row in rows):
-        notes.append("tool calls in messages: estimated (3 + name + arguments per call)")
+    if any(row.tool_calls is not None for row in rows):
+        notes.append("tool calls in messages: estimated (8 + name + arguments per call)")
     if tools:
         notes.append("tool definitions: OpenAI Cookbook rule; nested parameters estimated")
     if estimated_media:
@@ -59,7 +135,7 @@ def assemble(
     model: str,
     budget: int | None,
     reserve_output: int,
-    tools: Sequence[Mapping[Any, Any]] | None,
+    tools: Sequence[Mapping[str, Any]] | None,
     fmt: str,
     policy: PruningPolicy | None,
 ) -> Context:
@@ -77,12 +153,15 @@ def assemble(
                              f"budget is {prompt_budget}", needed=fixed, budget=prompt_budget)
     chosen_policy = policy or _DEFAULT_POLICY
     params = {"tenant_id": tenant, "conversation_id": conversation_id, "node_id": node_id}
-    limit, queries = max(available, 0), 0
+    compiled = _compiled(conn.dialect)
+    limit, queries = available, 0
     priced: dict[int, tuple[int, bool, bool]] = {}
     while True:
-        rows = conn.execute(_WINDOW, {**params, "token_limit": limit}).mappings().all()
+        result = conn.exec_driver_sql(
+            compiled.sql, compiled.params({**params, "token_limit": limit}))
+        rows = list(map(_WindowRow._make, result.fetchall()))
         queries += 1
-        walk = sorted((r for r in rows if r["source"] == "walk"), key=lambda r: r["depth"])
+        walk = sorted((r for r in rows if r.source == "walk"), key=_by_depth)
         if not walk:
             if conn.execute(_CONVERSATION_EXISTS, params).first() is None:
                 raise ConversationNotFound(f"no conversation {conversation_id}",
@@ -90,43 +169,41 @@ def assemble(
             raise NodeNotFound(f"no node {node_id} in conversation {conversation_id}",
                                conversation_id=conversation_id, node_id=node_id)
         leaf = walk[-1]
-        if leaf["kind"] != "message":
+        if leaf.kind != "message":
             raise ContextError("a context is assembled from a message node, not a summary",
                                conversation_id=conversation_id, node_id=node_id)
-        top = walk[0]["depth"]
-        above = sorted(
-            (r for r in rows if r["source"] == "kept" and r["depth"] < top
-             and (r["pinned"] or r["role"] in ("system", "developer"))),
-            key=lambda r: r["depth"])
-        by_depth = {r["depth"]: r for r in (*above, *walk)}
+        top = walk[0].depth
+        above = sorted((r for r in rows if r.source == "kept" and r.depth < top
+                        and is_always_kept(r)), key=_by_depth)
+        by_depth = {r.depth: r for r in (*above, *walk)}
         for depth, row in by_depth.items():
             if depth not in priced:
                 priced[depth] = price(row, encoding, spec)
         window = Window(
-            suffix=[candidate(r, priced[r["depth"]][0]) for r in walk],
-            kept_above=[candidate(r, priced[r["depth"]][0]) for r in above],
-            reaches_root=walk[0]["parent_id"] is None,
+            suffix=[candidate(r, priced[r.depth][0]) for r in walk],
+            kept_above=[candidate(r, priced[r.depth][0]) for r in above],
+            reaches_root=top == 0,
         )
         selection = chosen_policy.select(window, available)
         if selection.reason != "window" or window.reaches_root:
             break
         limit = limit * 2 + 1   # stored counts were off (another encoding): read further
 
-    chosen = [by_depth[d] for d in sorted(selection.depths)]
-    message_tokens = sum(priced[row["depth"]][0] for row in chosen)
-    kept = depth_ranges([row["depth"] for row in chosen])
+    depths = sorted(selection.depths)
+    chosen = [by_depth[d] for d in depths]
+    message_tokens = sum(priced[d][0] for d in depths)
+    kept = depth_ranges(depths)
     report = ContextReport(
-        path_length=leaf["depth"] + 1,
+        path_length=leaf.depth + 1,
         kept=kept,
-        dropped=complement_ranges(kept, leaf["depth"]),
-        always_kept=sum(1 for r in chosen if r["pinned"] or r["role"] in ("system", "developer")),
+        dropped=complement_ranges(kept, leaf.depth),
+        always_kept=sum(1 for row in chosen if is_always_kept(row)),
         stopped="budget" if selection.reason == "window" else selection.reason,
         message_tokens=message_tokens,
         tools_tokens=tools_cost,
         priming_tokens=tokens.REPLY_PRIMING_TOKENS,
-        recounted=tuple(row["id"] for row in chosen if priced[row["depth"]][1]),
-        estimates=_estimate_notes(chosen, tools, fmt,
-                                  any(priced[row["depth"]][2] for row in chosen)),
+        recounted=tuple(compiled.node_id(row.id) for row in chosen if priced[row.depth][1]),
+        estimates=_estimate_notes(chosen, tools, fmt, any(priced[d][2] for d in depths)),
         rows_read=len(rows),
         queries=queries,
     )
@@ -137,5 +214,6 @@ def assemble(
         model=model,
         format=fmt,
         report=report,
-        node_ids=tuple(row["id"] for row in chosen),
+        raw_ids=tuple(row.id for row in chosen),
+        id_reader=compiled.node_id,
     )

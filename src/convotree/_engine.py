@@ -66,7 +66,10 @@ def configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         writing = connection.get_execution_options().get(WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+        # Straight to the driver: a BEGIN needs no result object (it runs per read).
+        dbapi = connection.connection.driver_connection
+        assert dbapi is not None
+        dbapi.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
 
     setattr(engine, _CONFIGURED, True)
     engine.dispose()  # connections opened before the hooks existed are not reused

@@ -15,22 +15,64 @@ Responses mapping (documented in docs/context.md):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 
-def chat_message(row: Mapping[Any, Any]) -> dict[str, Any]:
+class NodeRow(Protocol):
+    """The columns of a node the assembler reads (a SQLAlchemy ``Row`` fits)."""
+
+    @property
+    def depth(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str | None: ...
+    @property
+    def parts(self) -> Any: ...
+    @property
+    def media(self) -> Any: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def tool_calls(self) -> Any: ...
+    @property
+    def tool_call_id(self) -> str | None: ...
+    @property
+    def token_count(self) -> int: ...
+    @property
+    def overhead_tokens(self) -> int: ...
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def pinned(self) -> Any: ...
+
+
+def from_json(value: Any) -> Any:
+    """A JSON list column as Python: SQLite hands back its text, psycopg the value.
+
+    The list columns (parts, media, tool_calls) never hold a bare JSON string, so a
+    ``str`` here is always serialized JSON.
+    """
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def chat_message(row: NodeRow) -> dict[str, Any]:
     """One Chat Completions message."""
+    parts = from_json(row.parts)
     message: dict[str, Any] = {
-        "role": row["role"],
-        "content": row["parts"] if row["parts"] is not None else row["content"],
+        "role": row.role,
+        "content": parts if parts is not None else row.content,
     }
-    if row["name"] is not None:
-        message["name"] = row["name"]
-    if row["tool_calls"] is not None:
-        message["tool_calls"] = row["tool_calls"]
-    if row["tool_call_id"] is not None:
-        message["tool_call_id"] = row["tool_call_id"]
+    if row.name is not None:
+        message["name"] = row.name
+    if row.tool_calls is not None:
+        message["tool_calls"] = from_json(row.tool_calls)
+    if row.tool_call_id is not None:
+        message["tool_call_id"] = row.tool_call_id
     return message
 
 
@@ -52,20 +94,21 @@ def _response_part(part: Mapping[Any, Any], assistant: bool) -> dict[str, Any]:
     return dict(part)
 
 
-def response_items(row: Mapping[Any, Any], call_types: Mapping[str, str]) -> list[dict[str, Any]]:
+def response_items(row: NodeRow, call_types: Mapping[str, str]) -> list[dict[str, Any]]:
     """The Responses input items for one node (a tool call can become several)."""
-    role = row["role"]
+    role = row.role
     if role == "tool":
-        custom = call_types.get(row["tool_call_id"]) == "custom"
+        custom = call_types.get(row.tool_call_id) == "custom"
         return [{"type": "custom_tool_call_output" if custom else "function_call_output",
-                 "call_id": row["tool_call_id"], "output": row["content"] or ""}]
+                 "call_id": row.tool_call_id, "output": row.content or ""}]
     items: list[dict[str, Any]] = []
-    if row["parts"] is not None:
+    parts, tool_calls = from_json(row.parts), from_json(row.tool_calls)
+    if parts is not None:
         items.append({"role": role, "content": [
-            _response_part(p, role == "assistant") for p in row["parts"]]})
-    elif row["content"] is not None and (row["content"] or not row["tool_calls"]):
-        items.append({"role": role, "content": row["content"]})
-    for call in row["tool_calls"] or ():
+            _response_part(p, role == "assistant") for p in parts]})
+    elif row.content is not None and (row.content or not tool_calls):
+        items.append({"role": role, "content": row.content})
+    for call in tool_calls or ():
         if call.get("type", "function") == "custom":
             body = call["custom"]
             items.append({"type": "custom_tool_call", "call_id": call["id"],
@@ -77,14 +120,14 @@ def response_items(row: Mapping[Any, Any], call_types: Mapping[str, str]) -> lis
     return items
 
 
-def render(rows: Iterable[Mapping[Any, Any]], fmt: str) -> list[dict[str, Any]]:
+def render(rows: Iterable[NodeRow], fmt: str) -> list[dict[str, Any]]:
     """All rows (path order) in the requested format."""
     if fmt == "chat":
         return [chat_message(row) for row in rows]
     call_types: dict[str, str] = {}
     items: list[dict[str, Any]] = []
     for row in rows:
-        for call in row["tool_calls"] or ():
+        for call in from_json(row.tool_calls) or ():
             call_types[str(call["id"])] = str(call.get("type", "function"))
         items.extend(response_items(row, call_types))
     return items

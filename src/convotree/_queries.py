@@ -26,6 +26,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     union_all,
@@ -37,6 +38,7 @@ C = bindparam("conversation_id", type_=nodes.c.conversation_id.type)
 TENANT = bindparam("tenant_id", type_=conversations.c.tenant_id.type)
 NODE = bindparam("node_id", type_=nodes.c.id.type)
 
+NODE_ID_TYPE = nodes.c.id.type
 NODE_COLUMNS = [column for column in nodes.c if column.name != "pinned_ancestor_id"]
 
 
@@ -215,13 +217,22 @@ def count_nodes() -> Select[Any]:
 
 
 #: Columns the assembler needs to build and price a message.
-WINDOW_COLUMNS = ("id", "parent_id", "depth", "kind", "role", "content", "parts", "media",
+WINDOW_COLUMNS = ("id", "depth", "kind", "role", "content", "parts", "media",
                   "name", "tool_calls", "tool_call_id", "token_count", "overhead_tokens",
                   "encoding", "pinned")
 
 
 def _always_kept(table: Any) -> Any:
-    return or_(table.c.pinned, table.c.role.in_(("system", "developer")))
+    # Literal SQL, not bound values: the statement compiles once, with no parameters
+    # but the four it really takes.
+    return or_(table.c.pinned, table.c.role == literal_column("'system'"),
+               table.c.role == literal_column("'developer'"))
+
+
+def _running_cost(table: Any) -> Any:
+    """What a node adds to the walk's running sum: kept-always nodes are free."""
+    return case((_always_kept(table), literal_column("0")),
+                else_=table.c.token_count + table.c.overhead_tokens)
 
 
 def context_window() -> CompoundSelect[Any]:
@@ -235,17 +246,19 @@ def context_window() -> CompoundSelect[Any]:
     Both CTEs filter ``conversation_id`` in anchor and recursive member (Citus); the
     tenant is checked in the anchors. ``source`` says which CTE a row came from.
     """
-    cost = case((_always_kept(nodes), 0), else_=nodes.c.token_count + nodes.c.overhead_tokens)
+    cost = _running_cost(nodes)
     tenant_ok = exists().where(conversations.c.id == C, conversations.c.tenant_id == TENANT)
     walk_anchor = (
-        select(*[nodes.c[name] for name in WINDOW_COLUMNS], cost.label("running"))
+        select(*[nodes.c[name] for name in WINDOW_COLUMNS], nodes.c.parent_id,
+               cost.label("running"))
         .where(nodes.c.conversation_id == C, nodes.c.id == NODE, tenant_ok)
         .cte("walk", recursive=True)
     )
     up = nodes.alias("up")
-    up_cost = case((_always_kept(up), 0), else_=up.c.token_count + up.c.overhead_tokens)
+    up_cost = _running_cost(up)
     walk = walk_anchor.union_all(
-        select(*[up.c[name] for name in WINDOW_COLUMNS], (walk_anchor.c.running + up_cost))
+        select(*[up.c[name] for name in WINDOW_COLUMNS], up.c.parent_id,
+               (walk_anchor.c.running + up_cost))
         .join(walk_anchor, up.c.id == walk_anchor.c.parent_id)
         .where(up.c.conversation_id == C, walk_anchor.c.running <= bindparam("token_limit"))
     )
@@ -261,6 +274,8 @@ def context_window() -> CompoundSelect[Any]:
         .where(hop.c.conversation_id == C)
     )
     return union_all(
-        select(*[walk.c[name] for name in WINDOW_COLUMNS], literal("walk").label("source")),
-        select(*[kept.c[name] for name in WINDOW_COLUMNS], literal("kept").label("source")),
+        select(*[walk.c[name] for name in WINDOW_COLUMNS],
+               literal_column("'walk'").label("source")),
+        select(*[kept.c[name] for name in WINDOW_COLUMNS],
+               literal_column("'kept'").label("source")),
     )

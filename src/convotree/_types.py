@@ -11,7 +11,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 #: JSON on SQLite, JSONB on PostgreSQL (indexable, and what reporting SQL expects).
-JSONType: TypeEngine[Any] = JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: Python None is stored as SQL NULL, not as the JSON text 'null', so that reporting
+#: SQL can write ``tool_calls IS NULL`` on both backends.
+JSONType: TypeEngine[Any] = JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -13,11 +13,12 @@ equals :func:`convotree.tokens.count_messages` on the returned messages, exactly
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from . import tokens
+from ._formats import NodeRow, from_json
 from .errors import BudgetExceeded, ContextError, IncompleteToolCalls, UnknownModel
 
 __all__ = [
@@ -38,16 +39,15 @@ Format = Literal["chat", "responses"]
 # --- what the policy sees ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A node on the path, priced for the target model.
 
-    ``depth`` identifies it on the path (one node per depth). ``call_ids`` are the
-    ids of an assistant message's tool calls; ``answers`` the call a tool result answers.
+    ``depth`` identifies it on the path (one node per depth, the root at 0).
+    ``call_ids`` are the ids of an assistant message's tool calls; ``answers`` the
+    call a tool result answers.
     """
 
     depth: int
-    id: uuid.UUID
     role: str
     tokens: int
     always_kept: bool
@@ -241,7 +241,15 @@ class Context:
     model: str
     format: str
     report: ContextReport
-    node_ids: tuple[uuid.UUID, ...] = field(default=())
+    raw_ids: tuple[Any, ...] = field(default=(), repr=False)
+    id_reader: Callable[[Any], uuid.UUID] | None = field(default=None, repr=False)
+
+    @property
+    def node_ids(self) -> tuple[uuid.UUID, ...]:
+        """Ids of the nodes sent, in message order (converted on first use: most
+        callers never need them, and a 128k-token context sends a thousand)."""
+        reader = self.id_reader
+        return tuple(reader(i) for i in self.raw_ids) if reader else self.raw_ids
 
 
 # --- budgets -----------------------------------------------------------------------------
@@ -282,26 +290,36 @@ def _texts(content: str | None, parts: Sequence[Mapping[str, Any]] | None) -> li
             if p.get("type") in ("text", "input_text", "output_text", "refusal")]
 
 
-def price(row: Mapping[Any, Any], encoding: str, spec: tokens.ModelSpec | None
-          ) -> tuple[int, bool, bool]:
-    """(tokens for the model, recounted?, estimated?) of one stored node."""
-    media, estimated = tokens.media_tokens(row["media"], spec)
-    if row["encoding"] == encoding:
-        return row["token_count"] + row["overhead_tokens"] + media, False, estimated
-    text = sum(tokens.count_text(t, encoding) for t in _texts(row["content"], row["parts"]))
+def price(row: NodeRow, encoding: str, spec: tokens.ModelSpec | None) -> tuple[int, bool, bool]:
+    """(tokens for the model, recounted?, estimated?) of one stored node.
+
+    The stored counts are summed; only a node counted under another encoding than the
+    model's is tokenized again (and reported as recounted).
+    """
+    media, estimated = (0, False) if row.media is None else tokens.media_tokens(
+        from_json(row.media), spec)
+    if row.encoding == encoding:
+        return row.token_count + row.overhead_tokens + media, False, estimated
+    texts = _texts(row.content, from_json(row.parts))
+    text = sum(tokens.count_text(t, encoding) for t in texts)
     overhead = tokens.message_overhead(
-        role=row["role"], name=row["name"], tool_calls=row["tool_calls"],
-        tool_call_id=row["tool_call_id"], encoding=encoding)
+        role=row.role, name=row.name, tool_calls=from_json(row.tool_calls),
+        tool_call_id=row.tool_call_id, encoding=encoding)
     return text + overhead + media, True, estimated
 
 
-def candidate(row: Mapping[Any, Any], cost: int) -> Candidate:
+def is_always_kept(row: NodeRow) -> bool:
+    """System, developer and pinned nodes are sent whatever the budget."""
+    return bool(row.pinned) or row.role in ("system", "developer")
+
+
+def candidate(row: NodeRow, cost: int) -> Candidate:
+    calls = row.tool_calls
     return Candidate(
-        depth=row["depth"],
-        id=row["id"],
-        role=row["role"],
+        depth=row.depth,
+        role=row.role,
         tokens=cost,
-        always_kept=bool(row["pinned"]) or row["role"] in ("system", "developer"),
-        call_ids=tuple(str(c["id"]) for c in row["tool_calls"] or ()),
-        answers=row["tool_call_id"],
+        always_kept=is_always_kept(row),
+        call_ids=() if calls is None else tuple(str(c["id"]) for c in from_json(calls)),
+        answers=row.tool_call_id,
     )

@@ -180,9 +180,11 @@ _MODELS: dict[str, ModelSpec] = {
 def register_model(name: str, spec: ModelSpec) -> None:
     """Teach convotree a model (or override one): dated and fine-tuned ids of ``name``
     (``name-2025-01-01``, ``ft:name:org::id``) resolve to it too."""
-    _MODELS[name] = spec
+    _MODELS[name.lower()] = spec
+    model_spec.cache_clear()
 
 
+@functools.lru_cache(maxsize=1024)
 def model_spec(model: str) -> ModelSpec | None:
     """The spec of a model: exact name, else the longest known ``name-…`` prefix."""
     name = model.removeprefix("ft:").split(":", 1)[0].lower()

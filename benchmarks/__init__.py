@@ -1,0 +1,1 @@
+"""convotree's benchmarks: ``python -m benchmarks`` (or ``make bench``) prints the tables."""

@@ -1,0 +1,165 @@
+"""Run the benchmarks and print their tables: ``python -m benchmarks [--quick]``.
+
+Writes the same tables to ``benchmarks/results/context.md``. PostgreSQL comes from
+``CONVOTREE_BENCH_POSTGRES_URL`` (default: the local test server); a database
+``convotree_bench`` is created there for the run and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
+if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED.is_dir():
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(_SHARED)
+
+import convotree  # noqa: E402
+
+from . import append_bench, context_bench  # noqa: E402
+from ._data import Pool, load_tree, texts  # noqa: E402
+from ._timing import table  # noqa: E402
+
+PG_URL = os.environ.get("CONVOTREE_BENCH_POSTGRES_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+RESULTS = Path(__file__).resolve().parent / "results" / "context.md"
+
+
+def postgres_database() -> tuple[str, sa.Engine] | None:
+    admin_url = make_url(PG_URL)
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text("DROP DATABASE IF EXISTS convotree_bench WITH (FORCE)"))
+            conn.execute(sa.text("CREATE DATABASE convotree_bench"))
+    except Exception as exc:
+        print(f"PostgreSQL unavailable ({type(exc).__name__}); benchmarking SQLite only",
+              file=sys.stderr)
+        return None
+    return admin_url.set(database="convotree_bench").render_as_string(False), admin
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def run(args: argparse.Namespace) -> str:
+    pool = Pool.build()
+    out: list[str] = [
+        f"# convotree benchmarks ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, SQLAlchemy {sa.__version__}. Messages: real OASST2 "
+        f"texts, mean {pool.mean_tokens():.0f} tokens each (with per-message overhead). "
+        f"Model gpt-4o. Times are medians of up to {args.repeat} runs.",
+        "",
+    ]
+    workdir = Path(tempfile.mkdtemp(prefix="convotree-bench-"))
+    backends: list[tuple[str, str]] = [("sqlite", f"sqlite:///{workdir / 'bench.db'}")]
+    pg = postgres_database() if "postgresql" in args.backends else None
+    if pg:
+        backends.append(("postgresql", pg[0]))
+    backends = [b for b in backends if b[0] in args.backends]
+    shapes = [(f"chain {d:,}", d, 0) for d in args.depths]
+    shapes.append((f"bushy {args.bushy:,} spine x 9 side branches", args.bushy, 9))
+    context_rows: list[list[str]] = []
+    append_rows: list[list[str]] = []
+    try:
+        for backend, url in backends:
+            with convotree.Store(url, create=True) as store:
+                if backend == "postgresql":
+                    with store.engine.begin() as conn:
+                        conn.execute(sa.text("ANALYZE"))
+                for label, spine, side in shapes:
+                    started = time.perf_counter()
+                    leaf, total = load_tree(store, pool, spine=spine, side_branches=side)
+                    if backend == "postgresql":
+                        with store.engine.begin() as conn:
+                            conn.execute(sa.text("ANALYZE convotree_nodes"))
+                    print(f"[{backend}] loaded {label} ({total:,} nodes) in "
+                          f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
+                    for budget in args.budgets:
+                        r = context_bench.measure(store, leaf, budget, args.repeat,
+                                                  with_naive=not args.no_naive)
+                        naive = r.get("naive")
+                        context_rows.append([
+                            backend, label, f"{budget // 1000}k", fmt(r["messages"], 0),
+                            fmt(r["convotree"]), fmt(r["floor"]),
+                            fmt(r["convotree"] / r["floor"]),
+                            fmt(naive) if naive else "-",
+                            fmt(naive / r["convotree"], 1) if naive else "-",
+                        ])
+                        print("  " + " | ".join(context_rows[-1]), file=sys.stderr)
+                sample = texts()[:200]
+                ours = append_bench.convotree_rate(store, sample, args.appends)
+                raw = append_bench.raw_rate(store, sample, args.appends)
+                append_rows.append([backend, fmt(ours, 0), fmt(raw, 0), fmt(raw / ours)])
+    finally:
+        if pg:
+            pg[1].dispose()
+            with sa.create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT").connect() as c:
+                c.execute(sa.text("DROP DATABASE IF EXISTS convotree_bench WITH (FORCE)"))
+
+    out += ["## Assembling a context", "",
+            "convotree = `Store.context()` end to end; floor = the bare bounded recursive CTE "
+            "on the driver's cursor; naive = load the whole path, tokenize, prune.", "",
+            table(["backend", "tree", "budget", "msgs", "convotree ms", "floor ms",
+                   "convotree/floor", "naive ms", "naive/convotree"], context_rows), ""]
+    depth_rows = []
+    for backend, _ in backends:
+        for budget in args.budgets:
+            cells = {row[1]: float(row[4].replace(",", "")) for row in context_rows
+                     if row[0] == backend and row[2] == f"{budget // 1000}k"}
+            shallow = cells.get(f"chain {min(args.depths):,}")
+            deep = cells.get(f"chain {max(args.depths):,}")
+            if shallow and deep:
+                depth_rows.append([backend, f"{budget // 1000}k", fmt(shallow), fmt(deep),
+                                   fmt(deep / shallow)])
+    out += ["## Depth independence", "",
+            f"convotree time at depth {max(args.depths):,} over depth {min(args.depths):,}, "
+            "same budget.", "",
+            table(["backend", "budget", "shallow ms", "deep ms", "deep/shallow"], depth_rows),
+            "", "## Append throughput (one writer, a commit per message)", "",
+            table(["backend", "convotree msg/s", "raw INSERT msg/s", "raw/convotree"],
+                  append_rows), ""]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--backends", default="sqlite,postgresql",
+                        type=lambda s: s.split(","))
+    parser.add_argument("--depths", default="100,1000,10000,100000",
+                        type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--budgets", default="4000,16000,128000",
+                        type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--bushy", type=int, default=2_000, help="spine length of the bushy tree")
+    parser.add_argument("--repeat", type=int, default=21)
+    parser.add_argument("--appends", type=int, default=2_000)
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive assembler")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, for checking the benchmark itself")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.depths, args.budgets, args.bushy = [100, 1000], [4000, 16000], 200
+        args.repeat, args.appends = 5, 200
+    report = run(args)
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(f"\n(written to {args.out})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Repeat-and-take-the-median timing, bounded in time for slow contenders."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def median_ms(run: Callable[[], object], *, repeat: int, max_seconds: float = 5.0,
+              warmup: int = 1) -> float:
+    """Median wall time of ``run`` in milliseconds: ``repeat`` runs, at least 3, fewer
+    if they take more than ``max_seconds`` together."""
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < repeat:
+        begin = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - begin) * 1000)
+        if len(times) >= 3 and time.perf_counter() - started > max_seconds:
+            break
+    return statistics.median(times)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (it also reads well in a terminal)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
+            for r in rows]
+    return "\n".join([line, rule, *body])
