@@ -98,7 +98,7 @@ def response_items(row: NodeRow, call_types: Mapping[str, str]) -> list[dict[str
     """The Responses input items for one node (a tool call can become several)."""
     role = row.role
     if role == "tool":
-        custom = call_types.get(row.tool_call_id) == "custom"
+        custom = call_types.get(row.tool_call_id or "") == "custom"
         return [{"type": "custom_tool_call_output" if custom else "function_call_output",
                  "call_id": row.tool_call_id, "output": row.content or ""}]
     items: list[dict[str, Any]] = []
