@@ -24,6 +24,23 @@ def median_ms(run: Callable[[], object], *, repeat: int, max_seconds: float = 5.
     return statistics.median(times)
 
 
+def paired_median_ms(first: Callable[[], object], second: Callable[[], object], *,
+                     repeat: int, max_seconds: float = 5.0) -> tuple[float, float]:
+    """Medians of two contenders run alternately, so machine noise hits both alike."""
+    first(), second()
+    a: list[float] = []
+    b: list[float] = []
+    started = time.perf_counter()
+    while len(a) < repeat:
+        for run, times in ((first, a), (second, b)):
+            begin = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - begin) * 1000)
+        if len(a) >= 5 and time.perf_counter() - started > max_seconds:
+            break
+    return statistics.median(a), statistics.median(b)
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """A Markdown table (it also reads well in a terminal)."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]

@@ -15,7 +15,7 @@ from typing import Any
 import convotree
 from convotree.tokens import count_messages
 
-from ._timing import median_ms
+from ._timing import median_ms, paired_median_ms
 
 FLOOR_SQL = """
 WITH RECURSIVE walk(id, parent_id, role, content, parts, name, tool_calls, tool_call_id,
@@ -76,10 +76,11 @@ def measure(store: convotree.Store, leaf: convotree.Node, budget: int, repeat: i
     ctx = store.context(leaf, model="gpt-4o", budget=budget)
     floor = floor_runner(store, leaf, budget)
     try:
+        ours, bare = paired_median_ms(
+            lambda: store.context(leaf, model="gpt-4o", budget=budget), floor, repeat=repeat)
         result = {
-            "convotree": median_ms(lambda: store.context(leaf, model="gpt-4o", budget=budget),
-                                   repeat=repeat),
-            "floor": median_ms(floor, repeat=repeat),
+            "convotree": ours,
+            "floor": bare,
             "messages": float(len(ctx.messages)),
             "tokens": float(ctx.tokens),
             "rows": float(ctx.report.rows_read),

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, select, update
 
 from . import _queries as q
 from ._ids import uuid7
@@ -41,6 +41,12 @@ _TOOL_CHAIN = q.tool_chain()
 _CONVERSATION_EXISTS = q.conversation_exists()
 _DELETE_SUBTREE = q.delete_subtree()
 _SUBTREE_IDS = q.subtree_ids()
+# Built once: appends are the write hot path, and a statement built per call costs
+# more than the INSERT itself.
+_INSERT_NODE = nodes.insert()
+_TOUCH = (update(conversations).where(conversations.c.id == bindparam("cid"))
+          .values(updated_at=bindparam("now")))
+_MOVE_CURRENT = _TOUCH.values(current_node_id=bindparam("node"))
 
 
 class _Unset:
@@ -272,13 +278,11 @@ def append(
         "metadata": message.metadata,
         "created_at": message.created_at or now,
     }
-    conn.execute(nodes.insert().values(**values))
-    touch: dict[str, Any] = {"updated_at": now}
+    conn.execute(_INSERT_NODE, values)
     if set_current and message.kind == "message":
-        touch["current_node_id"] = values["id"]
-    conn.execute(
-        update(conversations).where(conversations.c.id == conversation_id).values(**touch)
-    )
+        conn.execute(_MOVE_CURRENT, {"cid": conversation_id, "now": now, "node": values["id"]})
+    else:
+        conn.execute(_TOUCH, {"cid": conversation_id, "now": now})
     return Node.from_row(values)
 
 

@@ -89,6 +89,12 @@ def count_text(text: str, encoding: str) -> int:
     return len(_encoding(encoding).encode_ordinary(text))
 
 
+@functools.lru_cache(maxsize=4096)
+def _count_short(text: str, encoding: str) -> int:
+    """``count_text`` for the few strings that recur in every message (roles)."""
+    return count_text(text, encoding)
+
+
 def count_texts(texts: Sequence[str], encoding: str) -> list[int]:
     """Token counts of many texts at once (tiktoken batches them across threads)."""
     return [len(tokens) for tokens in _encoding(encoding).encode_ordinary_batch(list(texts))]
@@ -127,7 +133,7 @@ def message_overhead(
     ``tool_call_id`` is accepted for completeness but costs nothing: recorded API
     usage shows results billed the same whatever the id's length.
     """
-    total = TOKENS_PER_MESSAGE + count_text(role, encoding)
+    total = TOKENS_PER_MESSAGE + _count_short(role, encoding)
     if name:
         total += TOKENS_PER_NAME + count_text(name, encoding)
     return total + tool_calls_tokens(tool_calls, encoding)
