@@ -9,7 +9,10 @@ node at insert (content and format overhead separately) because the context
 assembler must only sum them, never re-tokenize; media keeps the sizes of images,
 audio and files for the same reason. pinned_ancestor_id points at the
 nearest ancestor that pruning always keeps, so finding those above a cut is a hop
-along pointers rather than a walk of the whole path.
+along pointers rather than a walk of the whole path. Summaries are nodes too (kind
+'summary', under the last node they cover, summary_base_id naming the summary they
+extend); a partial unique index allows one per covered span, so concurrent
+summarizers of the same prefix cannot both store one.
 
 Revision ID: 0001
 Revises:
@@ -83,6 +86,7 @@ def upgrade() -> None:
         sa.Column("output_tokens", sa.Integer(), nullable=True),
         sa.Column("pinned", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("pinned_ancestor_id", sa.Uuid(), nullable=True),
+        sa.Column("summary_base_id", sa.Uuid(), nullable=True),
         sa.Column("metadata", JSON, nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("conversation_id", "id", name="pk_convotree_nodes"),
@@ -116,6 +120,14 @@ def upgrade() -> None:
         "convotree_nodes",
         ["conversation_id", "parent_id"],
     )
+    op.create_index(
+        "uq_convotree_nodes_summary_parent",
+        "convotree_nodes",
+        ["conversation_id", "parent_id"],
+        unique=True,
+        sqlite_where=sa.text("kind = 'summary'"),
+        postgresql_where=sa.text("kind = 'summary'"),
+    )
     if not sqlite:
         op.create_foreign_key(
             CURRENT_NODE_FK,
@@ -129,6 +141,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         op.drop_constraint(CURRENT_NODE_FK, "convotree_conversations", type_="foreignkey")
+    op.drop_index("uq_convotree_nodes_summary_parent", table_name="convotree_nodes")
     op.drop_index("ix_convotree_nodes_conversation_id_parent_id", table_name="convotree_nodes")
     op.drop_table("convotree_nodes")
     op.drop_index(

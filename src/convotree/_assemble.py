@@ -37,6 +37,7 @@ from .context import (
     resolve_budget,
 )
 from .errors import BudgetExceeded, ContextError, ConversationNotFound, NodeNotFound
+from .summaries import SummaryOptions, SummaryRequest, plan_cut
 
 _WINDOW = q.context_window()
 _CONVERSATION_EXISTS = q.conversation_exists()
@@ -126,6 +127,21 @@ def _estimate_notes(rows: Sequence[Any], tools: object, fmt: str,
     return tuple(notes)
 
 
+@dataclass(frozen=True, slots=True)
+class SummaryPlan:
+    """A summary the assembler wants made: what to fold, and where it will hang."""
+
+    conversation_id: uuid.UUID
+    cut_id: uuid.UUID
+    base_id: uuid.UUID | None
+    request: SummaryRequest
+
+
+#: Walk limit when a summarizer may run: up to the deepest summary (or the root), so the
+#: messages a new summary must fold in are all at hand.
+_UNBOUNDED = 2**62
+
+
 def assemble(
     conn: Connection,
     *,
@@ -138,8 +154,13 @@ def assemble(
     tools: Sequence[Mapping[str, Any]] | None,
     fmt: str,
     policy: PruningPolicy | None,
-) -> Context:
-    """Build the context for ``node_id`` (see ``Store.context``)."""
+    summary_options: SummaryOptions | None = None,
+) -> tuple[Context, SummaryPlan | None]:
+    """Build the context for ``node_id`` (see ``Store.context``).
+
+    With ``summary_options`` (a summarizer is available), also return a plan for a new
+    summary when the messages after the deepest summary no longer fit.
+    """
     if fmt not in ("chat", "responses"):
         raise ContextError(f"format must be 'chat' or 'responses', not {fmt!r}")
     prompt_budget = resolve_budget(model, budget, reserve_output)
@@ -154,7 +175,7 @@ def assemble(
     chosen_policy = policy or _DEFAULT_POLICY
     params = {"tenant_id": tenant, "conversation_id": conversation_id, "node_id": node_id}
     compiled = _compiled(conn.dialect)
-    limit, queries = available, 0
+    limit, queries = (available if summary_options is None else _UNBOUNDED), 0
     priced: dict[int, tuple[int, bool, bool]] = {}
     while True:
         result = conn.exec_driver_sql(
@@ -172,6 +193,10 @@ def assemble(
         if leaf.kind != "message":
             raise ContextError("a context is assembled from a message node, not a summary",
                                conversation_id=conversation_id, node_id=node_id)
+        summary_row = next((r for r in rows if r.source == "summary"), None)
+        if summary_row is not None:
+            covered = walk[0].depth          # the walk stopped at the summarized node
+            walk = walk[1:]
         top = walk[0].depth
         above = sorted((r for r in rows if r.source == "kept" and r.depth < top
                         and is_always_kept(r)), key=_by_depth)
@@ -179,10 +204,13 @@ def assemble(
         for depth, row in by_depth.items():
             if depth not in priced:
                 priced[depth] = price(row, encoding, spec)
+        summary_price = price(summary_row, encoding, spec) if summary_row else None
         window = Window(
             suffix=[candidate(r, priced[r.depth][0]) for r in walk],
             kept_above=[candidate(r, priced[r.depth][0]) for r in above],
-            reaches_root=top == 0,
+            reaches_root=top == 0 or summary_row is not None,
+            summary=(candidate(summary_row, summary_price[0])
+                     if summary_row is not None and summary_price else None),
         )
         selection = chosen_policy.select(window, available)
         if selection.reason != "window" or window.reaches_root:
@@ -190,24 +218,31 @@ def assemble(
         limit = limit * 2 + 1   # stored counts were off (another encoding): read further
 
     depths = sorted(selection.depths)
-    chosen = [by_depth[d] for d in depths]
+    chosen: list[Any] = [by_depth[d] for d in depths]
     message_tokens = sum(priced[d][0] for d in depths)
+    if selection.summary and summary_row is not None and summary_price is not None:
+        position = next((i for i, d in enumerate(depths) if d > covered), len(depths))
+        chosen.insert(position, summary_row)
+        message_tokens += summary_price[0]
     kept = depth_ranges(depths)
     report = ContextReport(
         path_length=leaf.depth + 1,
         kept=kept,
         dropped=complement_ranges(kept, leaf.depth),
-        always_kept=sum(1 for row in chosen if is_always_kept(row)),
+        always_kept=sum(1 for d in depths if is_always_kept(by_depth[d])),
         stopped="budget" if selection.reason == "window" else selection.reason,
         message_tokens=message_tokens,
         tools_tokens=tools_cost,
         priming_tokens=tokens.REPLY_PRIMING_TOKENS,
-        recounted=tuple(compiled.node_id(row.id) for row in chosen if priced[row.depth][1]),
+        summary_id=(compiled.node_id(summary_row.id)
+                    if selection.summary and summary_row is not None else None),
+        recounted=tuple(compiled.node_id(row.id) for row in chosen
+                        if row.kind == "message" and priced[row.depth][1]),
         estimates=_estimate_notes(chosen, tools, fmt, any(priced[d][2] for d in depths)),
         rows_read=len(rows),
         queries=queries,
     )
-    return Context(
+    context = Context(
         messages=render(chosen, fmt),
         tokens=fixed + message_tokens,
         budget=prompt_budget,
@@ -216,4 +251,33 @@ def assemble(
         report=report,
         raw_ids=tuple(row.id for row in chosen),
         id_reader=compiled.node_id,
+    )
+    plan = None
+    if summary_options is not None and selection.reason == "budget":
+        plan = _plan_summary(window, by_depth, summary_row, available, summary_options,
+                             encoding, conversation_id, compiled)
+    return context, plan
+
+
+def _plan_summary(window: Window, by_depth: Mapping[int, Any], summary_row: Any,
+                  available: int, options: SummaryOptions, encoding: str,
+                  conversation_id: uuid.UUID, compiled: _Compiled) -> SummaryPlan | None:
+    """Where a new summary should cut, and the messages it must fold in."""
+    kept_cost = sum(n.tokens for n in window.kept_above)
+    kept_cost += sum(n.tokens for n in window.suffix if n.always_kept)
+    cap = options.summary_cap(available)
+    cut = plan_cut(window.suffix, max(available - kept_cost - cap, 0), options.keep_recent)
+    if cut is None:
+        return None
+    span = [by_depth[n.depth] for n in window.suffix
+            if n.depth <= cut and not n.always_kept]
+    if not span:
+        return None
+    return SummaryPlan(
+        conversation_id=conversation_id,
+        cut_id=compiled.node_id(by_depth[cut].id),
+        base_id=compiled.node_id(summary_row.id) if summary_row is not None else None,
+        request=SummaryRequest(
+            previous=summary_row.content if summary_row is not None else None,
+            messages=render(span, "chat"), max_tokens=cap, encoding=encoding),
     )

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from . import _queries as q
 from ._ids import uuid7
@@ -41,6 +43,7 @@ _TOOL_CHAIN = q.tool_chain()
 _CONVERSATION_EXISTS = q.conversation_exists()
 _DELETE_SUBTREE = q.delete_subtree()
 _SUBTREE_IDS = q.subtree_ids()
+_DELETE_SUMMARIES_BELOW = q.delete_summaries_below()
 # Built once: appends are the write hot path, and a statement built per call costs
 # more than the INSERT itself.
 _INSERT_NODE = nodes.insert()
@@ -253,10 +256,23 @@ def append(
         else:
             chain = [{**parent, "tool_call_id": None}]
     check_tool_pairing(chain, message, conversation_id=conversation_id)
+    values = _node_values(conversation_id, node_id or uuid7(), parent_id, depth,
+                          pinned_ancestor, message, now)
+    conn.execute(_INSERT_NODE, values)
+    if set_current and message.kind == "message":
+        conn.execute(_MOVE_CURRENT, {"cid": conversation_id, "now": now, "node": values["id"]})
+    else:
+        conn.execute(_TOUCH, {"cid": conversation_id, "now": now})
+    return Node.from_row(values)
 
-    values: dict[str, Any] = {
+
+def _node_values(conversation_id: uuid.UUID, node_id: uuid.UUID, parent_id: uuid.UUID | None,
+                 depth: int, pinned_ancestor: uuid.UUID | None, message: PreparedMessage,
+                 now: datetime, summary_base_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """The row for a new node."""
+    return {
         "conversation_id": conversation_id,
-        "id": node_id or uuid7(),
+        "id": node_id,
         "parent_id": parent_id,
         "depth": depth,
         "kind": message.kind,
@@ -275,15 +291,47 @@ def append(
         "output_tokens": message.output_tokens,
         "pinned": message.pinned,
         "pinned_ancestor_id": pinned_ancestor,
+        "summary_base_id": summary_base_id,
         "metadata": message.metadata,
         "created_at": message.created_at or now,
     }
-    conn.execute(_INSERT_NODE, values)
-    if set_current and message.kind == "message":
-        conn.execute(_MOVE_CURRENT, {"cid": conversation_id, "now": now, "node": values["id"]})
-    else:
-        conn.execute(_TOUCH, {"cid": conversation_id, "now": now})
-    return Node.from_row(values)
+
+
+def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+                   covered_id: uuid.UUID, base_id: uuid.UUID | None,
+                   message: PreparedMessage) -> bool:
+    """Store a summary under the last node it covers, unless one is already there.
+
+    Insert-or-reuse: the partial unique index on (conversation_id, parent_id) for
+    summaries makes a concurrent second insert a no-op (``ON CONFLICT DO NOTHING``).
+    Returns whether this call stored it. The conversation's clock is not touched: a
+    summary is bookkeeping, not activity.
+    """
+    row = conn.execute(_PARENT_FOR_APPEND, _params(tenant, conversation_id, covered_id)).first()
+    if row is None:
+        raise _missing_node(conn, tenant, conversation_id, covered_id)
+    values = _node_values(conversation_id, uuid7(), covered_id, row._mapping["depth"] + 1, None,
+                          message, utcnow(), summary_base_id=base_id)
+    insert = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(nodes)
+    return bool(conn.execute(insert.values(values).on_conflict_do_nothing()).rowcount == 1)
+
+
+def redact(conn: Connection, *, tenant: str, conversation_id: uuid.UUID, node_id: uuid.UUID,
+           message: PreparedMessage) -> int:
+    """Replace a node's content in place and drop every summary that covers it.
+
+    A summary covers everything from the root down to the node it hangs under, so the
+    summaries covering ``node_id`` are exactly those in its subtree (its own included).
+    Returns how many summaries went. One transaction, with the caller's.
+    """
+    get_node(conn, tenant=tenant, conversation_id=conversation_id, node_id=node_id)
+    conn.execute(
+        update(nodes).where(nodes.c.conversation_id == conversation_id, nodes.c.id == node_id)
+        .values(content=message.content, parts=message.parts, media=message.media,
+                token_count=message.token_count, overhead_tokens=message.overhead_tokens,
+                encoding=message.encoding))
+    params = _params(tenant, conversation_id, node_id)
+    return int(conn.execute(_DELETE_SUMMARIES_BELOW, params).rowcount)
 
 
 # --- reading -------------------------------------------------------------------------

@@ -22,11 +22,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     func,
     literal,
     literal_column,
+    null,
     or_,
     select,
     union_all,
@@ -203,6 +205,12 @@ def delete_subtree() -> Delete:
     return delete(nodes).where(nodes.c.conversation_id == C, nodes.c.id.in_(subtree_ids()))
 
 
+def delete_summaries_below() -> Delete:
+    """Delete the summaries in a node's subtree: those that cover the node."""
+    return delete(nodes).where(nodes.c.conversation_id == C, nodes.c.kind == "summary",
+                               nodes.c.parent_id.in_(subtree_ids()))
+
+
 def current_in_subtree() -> Select[Any]:
     """1 if the conversation's current node is inside the subtree about to go."""
     return select(literal(1)).where(
@@ -235,32 +243,45 @@ def _running_cost(table: Any) -> Any:
                 else_=table.c.token_count + table.c.overhead_tokens)
 
 
+def _summary_of(table: Any, alias: str) -> tuple[Any, Any]:
+    """An outer join to the summary hanging under ``table``'s row, if there is one."""
+    summary = nodes.alias(alias)
+    on = and_(summary.c.conversation_id == C, summary.c.parent_id == table.c.id,
+              summary.c.kind == literal_column("'summary'"))
+    return summary, on
+
+
 def context_window() -> CompoundSelect[Any]:
     """The rows a context is built from, in ONE statement of two recursive CTEs.
 
     ``walk`` climbs from the leaf and stops at the first node whose running token sum
-    (stored counts, kept-always nodes free) passes ``:token_limit``: its cost follows
-    the budget, not the conversation's length. ``kept`` hops the
-    ``pinned_ancestor_id`` pointers from the leaf, so every system, developer and
-    pinned node above the cut is found in as many steps as there are such nodes.
-    Both CTEs filter ``conversation_id`` in anchor and recursive member (Citus); the
-    tenant is checked in the anchors. ``source`` says which CTE a row came from.
+    (stored counts, kept-always nodes free) passes ``:token_limit``, or that has a
+    summary under it (a summary covers everything from the root down to the node it
+    hangs under): its cost follows the budget, not the conversation's length. ``kept``
+    hops the ``pinned_ancestor_id`` pointers from the leaf, so every system, developer
+    and pinned node above the cut is found in as many steps as there are such nodes.
+    Every reference to the nodes table filters ``conversation_id`` (Citus), in anchors
+    and recursive members; the tenant is checked in the anchors. ``source`` says which
+    part a row came from: ``walk``, ``kept`` or ``summary``.
     """
     cost = _running_cost(nodes)
     tenant_ok = exists().where(conversations.c.id == C, conversations.c.tenant_id == TENANT)
+    # A summary under the leaf itself serves the leaf's children, not the leaf.
     walk_anchor = (
         select(*[nodes.c[name] for name in WINDOW_COLUMNS], nodes.c.parent_id,
-               cost.label("running"))
+               cost.label("running"), cast(null(), nodes.c.id.type).label("summary_id"))
         .where(nodes.c.conversation_id == C, nodes.c.id == NODE, tenant_ok)
         .cte("walk", recursive=True)
     )
     up = nodes.alias("up")
-    up_cost = _running_cost(up)
+    up_summary, up_on = _summary_of(up, "up_summary")
     walk = walk_anchor.union_all(
         select(*[up.c[name] for name in WINDOW_COLUMNS], up.c.parent_id,
-               (walk_anchor.c.running + up_cost))
-        .join(walk_anchor, up.c.id == walk_anchor.c.parent_id)
-        .where(up.c.conversation_id == C, walk_anchor.c.running <= bindparam("token_limit"))
+               (walk_anchor.c.running + _running_cost(up)), up_summary.c.id)
+        .select_from(up.join(walk_anchor, up.c.id == walk_anchor.c.parent_id)
+                     .outerjoin(up_summary, up_on))
+        .where(up.c.conversation_id == C, walk_anchor.c.running <= bindparam("token_limit"),
+               walk_anchor.c.summary_id.is_(None))
     )
     kept_anchor = (
         select(*[nodes.c[name] for name in WINDOW_COLUMNS], nodes.c.pinned_ancestor_id)
@@ -273,9 +294,14 @@ def context_window() -> CompoundSelect[Any]:
         .join(kept_anchor, hop.c.id == kept_anchor.c.pinned_ancestor_id)
         .where(hop.c.conversation_id == C)
     )
+    summary = nodes.alias("summary")
     return union_all(
         select(*[walk.c[name] for name in WINDOW_COLUMNS],
                literal_column("'walk'").label("source")),
         select(*[kept.c[name] for name in WINDOW_COLUMNS],
                literal_column("'kept'").label("source")),
+        select(*[summary.c[name] for name in WINDOW_COLUMNS],
+               literal_column("'summary'").label("source"))
+        .join(walk, summary.c.id == walk.c.summary_id)
+        .where(summary.c.conversation_id == C),
     )

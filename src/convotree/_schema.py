@@ -104,6 +104,9 @@ nodes = Table(
     # pinned). Lets the assembler find every kept-always node above a cut by hopping
     # these pointers instead of walking the whole path.
     Column("pinned_ancestor_id", Uuid(), nullable=True),
+    # For a summary node: the summary it extends (it covers that one's span plus the
+    # messages after it, down to its parent); NULL when it covers from the root.
+    Column("summary_base_id", Uuid(), nullable=True),
     Column("metadata", JSONType, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("conversation_id", "id"),
@@ -120,4 +123,14 @@ nodes = Table(
     CheckConstraint("token_count >= 0 AND overhead_tokens >= 0", name="tokens_non_negative"),
     CheckConstraint("(parent_id IS NULL) = (depth = 0)", name="root_depth"),
     Index(None, "conversation_id", "parent_id"),
+    # One summary per covered span: a summary hangs under the last node it covers, so
+    # two processes summarizing the same prefix at once cannot both store one.
+    Index(
+        "uq_convotree_nodes_summary_parent",
+        "conversation_id",
+        "parent_id",
+        unique=True,
+        sqlite_where=text("kind = 'summary'"),
+        postgresql_where=text("kind = 'summary'"),
+    ),
 )

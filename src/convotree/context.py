@@ -61,25 +61,31 @@ class Window:
 
     ``suffix``: consecutive nodes ending at the leaf, oldest first. ``kept_above``:
     the system, developer and pinned nodes above the suffix, oldest first.
-    ``reaches_root``: the suffix starts at the root (nothing older exists).
+    ``reaches_root``: the suffix starts at the root, or right below the node a
+    ``summary`` covers down to (nothing older needs sending). ``summary``: the
+    summary node that stands for everything above the suffix, if there is one.
     """
 
     suffix: Sequence[Candidate]
     kept_above: Sequence[Candidate]
     reaches_root: bool
+    summary: Candidate | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Selection:
     """What a policy chose: the depths to send and why it stopped.
 
-    ``reason`` is ``"root"`` (everything fitted), ``"budget"`` (the next older message
-    or tool group would not fit), or ``"window"`` (the policy needs rows older than the
-    window to decide; the assembler then reads further and asks again).
+    ``reason`` is ``"root"`` (everything fitted), ``"summary"`` (everything after the
+    summary fitted), ``"budget"`` (the next older message or tool group would not
+    fit), or ``"window"`` (the policy needs rows older than the window to decide; the
+    assembler then reads further and asks again). ``summary``: send the window's
+    summary.
     """
 
     depths: frozenset[int]
     reason: str
+    summary: bool = False
 
 
 class PruningPolicy(Protocol):
@@ -115,7 +121,8 @@ class DefaultPolicy:
     newest messages that fits; a tool call and its results go together or not at all.
 
     0. A leaf that is a tool call still missing results: ``IncompleteToolCalls``.
-    1. Kept-always nodes are sent, in path order; if they alone exceed the budget,
+    1. Kept-always nodes are sent, in path order, and the summary standing for the
+       older messages if there is one; if they alone exceed the budget,
        ``BudgetExceeded``.
     2. The leaf (with its tool group) must fit next to them, else ``BudgetExceeded``.
     3. Older units are added newest first while they fit; the first that does not
@@ -138,6 +145,8 @@ class DefaultPolicy:
                     "every result first", pending=sorted(set(calls) - answered))
         kept_cost = sum(n.tokens for n in window.kept_above)
         kept_cost += sum(n.tokens for n in window.suffix if n.always_kept)
+        if window.summary is not None:
+            kept_cost += window.summary.tokens
         if kept_cost > budget:
             raise BudgetExceeded(
                 f"system, developer and pinned messages need {kept_cost} tokens; the budget "
@@ -145,6 +154,7 @@ class DefaultPolicy:
         chosen = {n.depth for n in window.kept_above}
         chosen |= {n.depth for n in window.suffix if n.always_kept}
         remaining = budget - kept_cost
+        summary = window.summary is not None
 
         for index, unit in enumerate(units):
             cost = sum(n.tokens for n in unit if not n.always_kept)
@@ -153,13 +163,16 @@ class DefaultPolicy:
                     raise BudgetExceeded(
                         f"the leaf needs {cost} tokens next to the kept-always messages; "
                         f"{remaining} remain", needed=cost, budget=remaining)
-                return Selection(frozenset(chosen), "budget")
+                return Selection(frozenset(chosen), "budget", summary)
             remaining -= cost
             chosen.update(n.depth for n in unit)
         if unfinished:
             partial = sum(n.tokens for n in unfinished)
-            return Selection(frozenset(chosen), "budget" if partial > remaining else "window")
-        return Selection(frozenset(chosen), "root" if window.reaches_root else "window")
+            return Selection(frozenset(chosen), "budget" if partial > remaining else "window",
+                             summary)
+        if not window.reaches_root:
+            return Selection(frozenset(chosen), "window", summary)
+        return Selection(frozenset(chosen), "summary" if summary else "root", summary)
 
 
 # --- the result ----------------------------------------------------------------------
@@ -217,6 +230,9 @@ class ContextReport:
     tools_tokens: int
     priming_tokens: int
     summary_id: uuid.UUID | None = None
+    summary_created: bool = False
+    summarizer_calls: int = 0
+    summary_error: str | None = None
     recounted: tuple[uuid.UUID, ...] = ()
     estimates: tuple[str, ...] = ()
     rows_read: int = 0

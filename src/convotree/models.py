@@ -48,7 +48,9 @@ class Node:
     ``parts`` holds that list exactly as it came and ``content`` the text parts joined
     with newlines (for search and reporting). ``token_count`` is the content's tokens
     under ``encoding``; ``overhead_tokens`` what the chat format adds around it;
-    ``media`` the sizes of non-text parts (for image token prices).
+    ``media`` the sizes of non-text parts (for image token prices). A summary node
+    (``kind='summary'``) hangs under the last node it covers; ``summary_base_id`` is
+    the summary it extends (None: it covers from the root).
     """
 
     id: uuid.UUID
@@ -70,6 +72,7 @@ class Node:
     input_tokens: int | None
     output_tokens: int | None
     pinned: bool
+    summary_base_id: uuid.UUID | None
     metadata: dict[str, Any] | None
     created_at: datetime
 

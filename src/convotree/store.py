@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import _migrate, _ops, tokens
-from ._assemble import assemble
+from ._assemble import SummaryPlan, assemble
 from ._engine import WRITE_OPTION, check_engine, create_engine
 from ._ids import as_uuid
 from ._validate import (
@@ -32,6 +33,7 @@ from ._validate import (
 from .context import Context, PruningPolicy
 from .errors import ConvotreeError, InvalidContent, InvalidParent, StoreError
 from .models import Conversation, Node
+from .summaries import SUMMARY_HEADER, Summarizer, SummaryOptions
 
 __all__ = ["ConversationRef", "Store"]
 
@@ -279,6 +281,8 @@ class Store:
         tools: Sequence[Mapping[str, Any]] | None = None,
         format: str = "chat",
         policy: PruningPolicy | None = None,
+        summarizer: Summarizer | None = None,
+        summary_options: SummaryOptions | None = None,
     ) -> Context:
         """The messages to send for the branch ending at ``node``, within the budget.
 
@@ -289,13 +293,68 @@ class Store:
         Responses input items. ``Context.tokens`` is the exact prompt total by
         OpenAI's counting rule; ``Context.report`` says what was kept and dropped.
         One SQL statement, whose cost follows the budget, not the conversation length.
+
+        The deepest summary on the path stands for everything above it. With a
+        ``summarizer``, a new summary is made when the messages after that one no
+        longer fit (see ``SummaryOptions``): the summarizer runs outside any
+        transaction, the summary is stored (insert-or-reuse), and the context is
+        assembled again with it. If the summarizer fails, the context is pruned
+        without it, ``report.summary_error`` says why, and nothing is written.
         """
-        with self._transaction(write=False) as conn:
-            return assemble(
-                conn, tenant=self.tenant, conversation_id=node.conversation_id,
-                node_id=node.id, model=model, budget=budget, reserve_output=reserve_output,
-                tools=tools, fmt=format, policy=policy,
+        def build(options: SummaryOptions | None) -> tuple[Context, SummaryPlan | None]:
+            with self._transaction(write=False) as conn:
+                return assemble(
+                    conn, tenant=self.tenant, conversation_id=node.conversation_id,
+                    node_id=node.id, model=model, budget=budget,
+                    reserve_output=reserve_output, tools=tools, fmt=format, policy=policy,
+                    summary_options=options,
+                )
+
+        options = (summary_options or SummaryOptions()) if summarizer is not None else None
+        context, plan = build(options)
+        if plan is None or summarizer is None:
+            return context
+        try:
+            result = summarizer.summarize(plan.request)
+            summary = prepare_message(
+                kind="summary", role="system", content=SUMMARY_HEADER + result.text,
+                name=None, tool_calls=None, tool_call_id=None,
+                model=result.model or summarizer.name, encoding=plan.request.encoding,
+                input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+                pinned=False, metadata={"summarizer": summarizer.name}, created_at=None,
+                max_message_bytes=self.max_message_bytes,
             )
+        except Exception as exc:  # any summarizer failure: prune without a new summary
+            return replace(context, report=replace(
+                context.report, summarizer_calls=1,
+                summary_error=f"{type(exc).__name__}: {exc}"))
+        with self._transaction(write=True) as conn:
+            created = _ops.insert_summary(
+                conn, tenant=self.tenant, conversation_id=plan.conversation_id,
+                covered_id=plan.cut_id, base_id=plan.base_id, message=summary)
+        fresh, _ = build(None)
+        return replace(fresh, report=replace(
+            fresh.report, summarizer_calls=1, summary_created=created,
+            queries=fresh.report.queries + context.report.queries + 1))
+
+    def redact(self, node: Node, replacement: str = "[redacted]") -> Node:
+        """Replace a message's content in place (for example to erase personal data).
+
+        Every summary that covers the node is deleted in the same transaction, so no
+        summary keeps what was removed; the next context with a summarizer makes a
+        new one. Tool calls and ids stay, so the branch keeps its shape.
+        """
+        message = prepare_message(
+            kind=node.kind, role=node.role, content=replacement, name=node.name,
+            tool_calls=node.tool_calls, tool_call_id=node.tool_call_id, model=node.model,
+            encoding=node.encoding, input_tokens=None, output_tokens=None, pinned=False,
+            metadata=None, created_at=None, max_message_bytes=self.max_message_bytes,
+        )
+        with self._transaction(write=True) as conn:
+            _ops.redact(conn, tenant=self.tenant, conversation_id=node.conversation_id,
+                        node_id=node.id, message=message)
+            return _ops.get_node(conn, tenant=self.tenant,
+                                 conversation_id=node.conversation_id, node_id=node.id)
 
     # --- reading nodes -----------------------------------------------------------------
 

@@ -1,0 +1,225 @@
+"""Summary nodes: what a summarizer is, the two that ship, and where to cut.
+
+A summary is a node (``kind='summary'``) hanging under the last node it covers. It
+covers everything from the root down to that node: it extends its base summary (the
+previous one on the path, ``summary_base_id``) with the messages after it, so a
+summarizer never reads the whole history again. Every branch below the covered node
+reuses it. The assembler sends it as a ``system`` message, after the system, developer
+and pinned messages and before the recent messages: ``system`` because every chat
+model accepts it (``developer`` is refused by older models) and because a summary is
+context the application supplies, not something the user said.
+
+Pure, apart from ``OpenAISummarizer`` calling the caller's own ``openai`` client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from . import tokens
+from .context import Candidate
+
+__all__ = [
+    "SUMMARY_HEADER",
+    "ExtractiveSummarizer",
+    "OpenAISummarizer",
+    "SummaryOptions",
+    "SummaryRequest",
+    "SummaryResult",
+    "Summarizer",
+]
+
+#: Opens every summary's text: the model reads it as what it is.
+SUMMARY_HEADER = "Summary of the earlier conversation:\n"
+
+DEFAULT_PROMPT = (
+    "You maintain the running summary of a conversation between a user and an AI "
+    "assistant. You get the previous summary (if any) and the messages that came after "
+    "it. Write the new summary so that the conversation can continue from it alone. "
+    "Keep: the user's goals and preferences, decisions made, facts, names, numbers, "
+    "dates, code identifiers, tool results that matter, and open questions. Drop "
+    "greetings and repetition. Do not invent anything. Write in the conversation's "
+    "language, as compact notes. Output only the summary."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryOptions:
+    """When and how far to summarize.
+
+    A new summary is made only when the messages after the deepest summary no longer
+    fit. It then covers all but the newest ``keep_recent`` fraction of the budget left
+    for messages, so many more turns fit before the next one (hysteresis: with 0.5, a
+    summary every ~budget/2 tokens of conversation, never one per turn).
+    ``max_summary_tokens`` caps a summary (default: 1,000 or a fifth of the budget,
+    whichever is smaller).
+    """
+
+    keep_recent: float = 0.5
+    max_summary_tokens: int | None = None
+
+    def summary_cap(self, budget: int) -> int:
+        if self.max_summary_tokens is not None:
+            return self.max_summary_tokens
+        return max(16, min(1_000, budget // 5))
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRequest:
+    """What a summarizer is asked to fold together."""
+
+    previous: str | None
+    messages: Sequence[dict[str, Any]]
+    max_tokens: int
+    encoding: str
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryResult:
+    """A summarizer's answer, with the usage it cost (for reporting)."""
+
+    text: str
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@runtime_checkable
+class Summarizer(Protocol):
+    """Anything with a ``name`` and ``summarize(request) -> SummaryResult``.
+
+    Raise to signal failure: the assembler then prunes without a new summary, says so
+    in the report, and stores nothing.
+    """
+
+    name: str
+
+    def summarize(self, request: SummaryRequest) -> SummaryResult: ...
+
+
+def transcript(messages: Sequence[dict[str, Any]]) -> str:
+    """Messages as plain ``role: text`` lines, tool calls and results included."""
+    lines = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", f"[{p.get('type')}]")) for p in content)
+        label = message["role"] + (f" ({message['name']})" if message.get("name") else "")
+        if content:
+            lines.append(f"{label}: {content}")
+        for call in message.get("tool_calls") or ():
+            body = call.get("function") or call.get("custom") or {}
+            arguments = body.get("arguments", body.get("input", ""))
+            lines.append(f"{label} called {body.get('name')}({arguments})")
+    return "\n".join(lines)
+
+
+def _user_prompt(request: SummaryRequest) -> str:
+    previous = request.previous.removeprefix(SUMMARY_HEADER) if request.previous else "(none)"
+    return (f"Previous summary:\n{previous}\n\nMessages since then:\n"
+            f"{transcript(request.messages)}\n\nWrite the new summary in at most "
+            f"{request.max_tokens * 3 // 4} words.")
+
+
+class ExtractiveSummarizer:
+    """An offline summarizer: no model, no network, deterministic.
+
+    Keeps the previous summary's notes and, per new message, its first sentence (which
+    in chat is usually the point), then drops the oldest notes until the summary fits
+    ``max_tokens``. Good for the demo, tests and as a fallback; an LLM summarizer
+    keeps far more meaning per token.
+    """
+
+    name = "extractive"
+
+    def summarize(self, request: SummaryRequest) -> SummaryResult:
+        notes = []
+        if request.previous:
+            notes = request.previous.removeprefix(SUMMARY_HEADER).splitlines()
+        for line in transcript(request.messages).splitlines():
+            role, _, text = line.partition(": ")
+            first = text.replace("\n", " ").split(". ")[0].strip()
+            words = first.split()
+            if len(words) > 40:
+                first = " ".join(words[:40]) + " …"
+            if first:
+                notes.append(f"- {role}: {first}")
+        text = "\n".join(notes)
+        while notes and tokens.count_text(SUMMARY_HEADER + text, request.encoding) > (
+                request.max_tokens):
+            notes.pop(0)
+            text = "\n".join(notes)
+        return SummaryResult(text=text or "(nothing to keep)", model=self.name)
+
+
+class OpenAISummarizer:
+    """Summarizes with the caller's ``openai.OpenAI`` client (Chat Completions by
+    default, or ``api="responses"``, which is called with ``store=False``).
+
+    Errors (HTTP 500, 429, timeouts, ...) propagate as the ``openai`` exceptions; the
+    assembler catches them, prunes without a new summary and reports the error. The
+    client's own retry settings apply.
+    """
+
+    def __init__(self, client: Any, model: str = "gpt-4o-mini", *,
+                 prompt: str = DEFAULT_PROMPT, api: str = "chat",
+                 **create_kwargs: Any) -> None:
+        if api not in ("chat", "responses"):
+            raise ValueError("api must be 'chat' or 'responses'")
+        self.client = client
+        self.model = model
+        self.prompt = prompt
+        self.api = api
+        self.create_kwargs = create_kwargs
+        self.name = f"openai:{model}"
+
+    def summarize(self, request: SummaryRequest) -> SummaryResult:
+        user = _user_prompt(request)
+        if self.api == "responses":
+            response = self.client.responses.create(
+                model=self.model, instructions=self.prompt, input=user,
+                max_output_tokens=request.max_tokens, store=False, **self.create_kwargs)
+            usage = response.usage
+            return SummaryResult(
+                text=response.output_text, model=response.model,
+                input_tokens=getattr(usage, "input_tokens", None),
+                output_tokens=getattr(usage, "output_tokens", None))
+        completion = self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "system", "content": self.prompt},
+                      {"role": "user", "content": user}],
+            max_completion_tokens=request.max_tokens, **self.create_kwargs)
+        usage = completion.usage
+        return SummaryResult(
+            text=completion.choices[0].message.content or "", model=completion.model,
+            input_tokens=getattr(usage, "prompt_tokens", None),
+            output_tokens=getattr(usage, "completion_tokens", None))
+
+
+def plan_cut(suffix: Sequence[Candidate], room: int, keep_recent: float) -> int | None:
+    """Depth of the last node a new summary should cover, or None if nothing to cover.
+
+    Keeps, from the leaf up, whole units (a tool call with its results is one) while
+    they fit in ``keep_recent`` of ``room``; the leaf's unit always stays. The cut is
+    the node right above the kept run, so a summary never separates a tool call from
+    its results.
+    """
+    budget = room * keep_recent
+    index = len(suffix) - 1
+    used, first = 0, True
+    while index >= 0:
+        start = index
+        while start > 0 and suffix[start].role == "tool":
+            start -= 1
+        unit = suffix[start:index + 1]
+        cost = sum(n.tokens for n in unit if not n.always_kept)
+        if not first and used + cost > budget:
+            break
+        used += cost
+        first = False
+        index = start - 1
+    if index < 0:
+        return None
+    return suffix[index].depth
