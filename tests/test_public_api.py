@@ -10,7 +10,9 @@ from convotree import errors
 
 PUBLIC = {
     "Candidate", "Context", "ContextReport", "Conversation", "ConvotreeError",
-    "DefaultPolicy", "DepthRange", "Node", "PruningPolicy", "Selection", "Store", "Window",
+    "DefaultPolicy", "DepthRange", "ExtractiveSummarizer", "Node", "OpenAISummarizer",
+    "Summarizer", "SummaryOptions", "SummaryRequest", "SummaryResult", "PruningPolicy",
+    "Selection", "Store", "Window",
     "__version__", "check_schema", "create_engine", "current_revision", "downgrade",
     "errors", "migrate", "tokens",
 }

@@ -23,6 +23,14 @@ from .context import (
 from .errors import ConvotreeError
 from .models import Conversation, Node
 from .store import Store
+from .summaries import (
+    ExtractiveSummarizer,
+    OpenAISummarizer,
+    Summarizer,
+    SummaryOptions,
+    SummaryRequest,
+    SummaryResult,
+)
 
 __version__ = "0.1.0"
 
@@ -34,10 +42,16 @@ __all__ = [
     "ConvotreeError",
     "DefaultPolicy",
     "DepthRange",
+    "ExtractiveSummarizer",
     "Node",
+    "OpenAISummarizer",
     "PruningPolicy",
     "Selection",
     "Store",
+    "Summarizer",
+    "SummaryOptions",
+    "SummaryRequest",
+    "SummaryResult",
     "Window",
     "__version__",
     "check_schema",

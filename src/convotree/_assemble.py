@@ -139,7 +139,7 @@ class SummaryPlan:
 
 #: Walk limit when a summarizer may run: up to the deepest summary (or the root), so the
 #: messages a new summary must fold in are all at hand.
-_UNBOUNDED = 2**62
+_UNBOUNDED = 2**31 - 1   # the largest 32-bit integer: token sums are INTEGER in SQL
 
 
 def assemble(

@@ -313,7 +313,9 @@ def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
     values = _node_values(conversation_id, uuid7(), covered_id, row._mapping["depth"] + 1, None,
                           message, utcnow(), summary_base_id=base_id)
     insert = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(nodes)
-    return bool(conn.execute(insert.values(values).on_conflict_do_nothing()).rowcount == 1)
+    stored = conn.execute(
+        insert.values(values).on_conflict_do_nothing().returning(nodes.c.id)).first()
+    return stored is not None
 
 
 def redact(conn: Connection, *, tenant: str, conversation_id: uuid.UUID, node_id: uuid.UUID,
