@@ -25,7 +25,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED.is_dir():
 
 import convotree  # noqa: E402
 
-from . import append_bench, context_bench  # noqa: E402
+from . import append_bench, context_bench, summary_bench  # noqa: E402
 from ._data import Pool, load_tree, texts  # noqa: E402
 from ._timing import table  # noqa: E402
 
@@ -141,7 +141,36 @@ def run(args: argparse.Namespace) -> str:
             "", "## Append throughput (one writer, a commit per message)", "",
             table(["backend", "convotree msg/s", "raw INSERT msg/s", "raw/convotree"],
                   append_rows), ""]
+    if not args.no_summaries:
+        out += summaries_section(args, workdir)
     return "\n".join(out)
+
+
+def summaries_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    turns = 200 if args.quick else 1_000
+    r = summary_bench.simulate(f"sqlite:///{workdir / 'summaries.db'}", turns=turns)
+    per_call = r["turns"] / max(r["summarizer_calls"], 1)
+    target = r["budget"] / r["mean_turn_tokens"] / 2
+    billed = r["convotree_input"] + r["summarizer_input"]
+    rows = [
+        ["turns (main branch)", fmt(r["turns"], 0)],
+        ["mean tokens per turn (user + assistant)", fmt(r["mean_turn_tokens"], 0)],
+        ["summarizer calls (main branch)", fmt(r["summarizer_calls"], 0)],
+        ["turns per summarizer call", f"{per_call:.1f} (target >= {target:.1f})"],
+        [f"summarizer calls on {r['branches']} branches x 3 turns", fmt(r["branch_calls"], 0)],
+        ["input tokens sent to the summarizer", fmt(r["summarizer_input"], 0)],
+        ["input tokens per turn: convotree contexts", fmt(r["convotree_input"] / turns, 0)],
+        ["input tokens per turn: convotree incl. summarizer", fmt(billed / turns, 0)],
+        ["input tokens per turn: (a) resend full history", fmt(r["full_input"] / turns, 0)],
+        ["input tokens per turn: (b) previous_response_id chaining",
+         fmt(r["full_input"] / turns, 0)],
+        ["total billed input: convotree / full history", f"{billed / r['full_input']:.3f}"],
+    ]
+    return ["## Summaries over a long branching chat", "",
+            f"{turns} turns, 8k budget, a 3-turn branch every 50 turns, OpenAISummarizer "
+            "against a local fake OpenAI server (real HTTP) that counts calls and tokens. "
+            "(b) bills the whole history as input every turn, like (a).", "",
+            table(["measure", "value"], rows), ""]
 
 
 def main() -> int:
@@ -156,6 +185,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=101)
     parser.add_argument("--appends", type=int, default=2_000)
     parser.add_argument("--no-naive", action="store_true", help="skip the naive assembler")
+    parser.add_argument("--no-summaries", action="store_true",
+                        help="skip the summary simulation")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, for checking the benchmark itself")
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, Protocol
 
 from . import tokens
@@ -122,8 +122,9 @@ class DefaultPolicy:
 
     0. A leaf that is a tool call still missing results: ``IncompleteToolCalls``.
     1. Kept-always nodes are sent, in path order, and the summary standing for the
-       older messages if there is one; if they alone exceed the budget,
-       ``BudgetExceeded``.
+       older messages if there is one (unless it leaves no room for the leaf: then
+       the older messages are pruned without it); if the kept-always nodes alone
+       exceed the budget, ``BudgetExceeded``.
     2. The leaf (with its tool group) must fit next to them, else ``BudgetExceeded``.
     3. Older units are added newest first while they fit; the first that does not
        ends the run, so the kept suffix has no gap.
@@ -146,6 +147,10 @@ class DefaultPolicy:
         kept_cost = sum(n.tokens for n in window.kept_above)
         kept_cost += sum(n.tokens for n in window.suffix if n.always_kept)
         if window.summary is not None:
+            leaf_cost = sum(n.tokens for n in units[0] if not n.always_kept)
+            if kept_cost + window.summary.tokens + leaf_cost > budget:
+                # A summary is never worth losing the leaf: prune without it.
+                return self.select(replace(window, summary=None, reaches_root=False), budget)
             kept_cost += window.summary.tokens
         if kept_cost > budget:
             raise BudgetExceeded(

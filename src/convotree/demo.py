@@ -13,8 +13,11 @@ from pathlib import Path
 
 from .models import Node
 from .store import Store
+from .summaries import ExtractiveSummarizer, SummaryOptions
 
 DEFAULT_PATH = Path("convotree-demo.db")
+#: Small enough that the demo chat outgrows it and gets a summary.
+DEMO_BUDGET = 160
 
 
 def draw_tree(nodes: Sequence[Node], current: object = None, width: int = 60) -> list[str]:
@@ -42,12 +45,22 @@ def draw_tree(nodes: Sequence[Node], current: object = None, width: int = 60) ->
 
 
 def build_demo(store: Store) -> dict[str, Node]:
-    """A trip-planning chat with a regenerated answer and an edited prompt."""
+    """A trip-planning chat: a shared beginning, a regenerated answer, an edited prompt."""
     conv = store.create_conversation(title="Lisbon trip", metadata={"demo": True})
-    system = store.append(conv, role="system", content="You are a concise travel planner.")
-    ask = store.append(conv, parent=system, role="user", content="Plan a trip to Lisbon.")
+    node = store.append(conv, role="system", content="You are a concise travel planner.")
+    shared = [
+        ("user", "Plan a trip to Lisbon for two in May. We love food and old town walks."),
+        ("assistant", "Great choice. May is warm and not yet crowded. What is your budget?"),
+        ("user", "About 1,500 euros each, flights from Berlin included."),
+        ("assistant", "That works: flights about 200 euros, a guesthouse in Alfama about "
+                      "90 euros a night. Do you prefer trams or walking?"),
+        ("user", "Walking, but tram 28 once for fun. No museums, please."),
+    ]
+    for role, content in shared:
+        node = store.append(conv, parent=node, role=role, content=content,
+                            model="gpt-4o-mini" if role == "assistant" else None)
     first = store.append(
-        conv, parent=ask, role="assistant", model="gpt-4o-mini",
+        conv, parent=node, role="assistant", model="gpt-4o-mini",
         content="Day 1: Alfama and the castle. Day 2: Belém. How many days do you have?",
     )
     store.edit(first, "Start in Baixa, ride tram 28, end at a fado bar. How long is the trip?")
@@ -84,8 +97,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nBranch ending at the '{label} days' answer ({leaf.id}):")
             for node in store.path(leaf):
                 print(f"  [{node.depth}] {node.role:<9} {node.content}")
+        summarizer = ExtractiveSummarizer()
+        options = SummaryOptions(keep_recent=0.9, max_summary_tokens=60)
+        for label, leaf in leaves.items():
+            ctx = store.context(leaf, model="gpt-4o-mini", budget=DEMO_BUDGET,
+                                summarizer=summarizer, summary_options=options)
+            report = ctx.report
+            made = ("made now" if report.summary_created
+                    else "reused" if report.summary_id else "none")
+            print(f"\nContext for the '{label} days' branch, {DEMO_BUDGET}-token budget: "
+                  f"{ctx.tokens} tokens, {len(ctx.messages)} messages; summary: {made}; "
+                  f"summarizer calls: {report.summarizer_calls}")
+            for message in ctx.messages:
+                text = str(message["content"]).replace("\n", " | ")
+                print(f"  {message['role']:<9} {text}")
         print(f"\nExplore it with SQL: sqlite3 {path} "
-              "'SELECT depth, role, content FROM convotree_nodes ORDER BY depth'")
+              "'SELECT depth, kind, role, content FROM convotree_nodes ORDER BY depth'")
     return 0
 
 
