@@ -88,6 +88,7 @@ class _WindowRow(NamedTuple):
     overhead_tokens: int
     encoding: str
     pinned: Any
+    api_items: Any
     source: str
 
 

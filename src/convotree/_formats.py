@@ -11,6 +11,9 @@ Responses mapping (documented in docs/context.md):
 - an assistant message's tool calls -> one ``function_call`` item each (``custom_tool_call``
   for custom tools), after its text message if it has text.
 - a tool result -> ``function_call_output`` (``custom_tool_call_output``) with its call id.
+- an assistant node with ``api_items`` (an answer received through the Responses API
+  with reasoning) -> those items first, exactly as the API returned them (reasoning
+  items with encrypted content must come back unchanged), then its message and calls.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class NodeRow(Protocol):
     def encoding(self) -> str: ...
     @property
     def pinned(self) -> Any: ...
+    @property
+    def api_items(self) -> Any: ...
 
 
 def from_json(value: Any) -> Any:
@@ -97,11 +102,14 @@ def _response_part(part: Mapping[Any, Any], assistant: bool) -> dict[str, Any]:
 def response_items(row: NodeRow, call_types: Mapping[str, str]) -> list[dict[str, Any]]:
     """The Responses input items for one node (a tool call can become several)."""
     role = row.role
+    # Items only the API can produce (reasoning with encrypted content) go back first,
+    # exactly as they came; the message and its calls are rebuilt from the columns.
+    replay = [dict(item) for item in from_json(row.api_items) or ()]
     if role == "tool":
         custom = call_types.get(row.tool_call_id or "") == "custom"
         return [{"type": "custom_tool_call_output" if custom else "function_call_output",
                  "call_id": row.tool_call_id, "output": row.content or ""}]
-    items: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = replay
     parts, tool_calls = from_json(row.parts), from_json(row.tool_calls)
     if parts is not None:
         items.append({"role": role, "content": [

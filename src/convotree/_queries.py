@@ -227,7 +227,7 @@ def count_nodes() -> Select[Any]:
 #: Columns the assembler needs to build and price a message.
 WINDOW_COLUMNS = ("id", "depth", "kind", "role", "content", "parts", "media",
                   "name", "tool_calls", "tool_call_id", "token_count", "overhead_tokens",
-                  "encoding", "pinned")
+                  "encoding", "pinned", "api_items")
 
 
 def _always_kept(table: Any) -> Any:

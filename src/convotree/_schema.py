@@ -32,7 +32,7 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 KINDS = ("message", "summary")
 
 #: The alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 #: Alembic's version table for convotree, never the application's ``alembic_version``.
 VERSION_TABLE = "convotree_alembic_version"
 
@@ -99,6 +99,17 @@ nodes = Table(
     Column("encoding", String(32), nullable=False),
     Column("input_tokens", Integer(), nullable=True),
     Column("output_tokens", Integer(), nullable=True),
+    # What the API said about the answer this node holds (revision 0002): the response
+    # id, why generation stopped, cached input and reasoning tokens, and the prompt
+    # tokens convotree counted for the request (compare with ``input_tokens``).
+    Column("response_id", Text(), nullable=True),
+    Column("finish_reason", Text(), nullable=True),
+    Column("cached_tokens", Integer(), nullable=True),
+    Column("reasoning_tokens", Integer(), nullable=True),
+    Column("counted_input_tokens", Integer(), nullable=True),
+    # Responses API output items sent back verbatim on the next turn (reasoning items
+    # with encrypted content, compaction items); NULL for everything else.
+    Column("api_items", JSONType, nullable=True),
     Column("pinned", Boolean(), nullable=False, server_default=text("false")),
     # The nearest strict ancestor that pruning always keeps (system, developer or
     # pinned). Lets the assembler find every kept-always node above a cut by hopping

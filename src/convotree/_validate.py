@@ -50,6 +50,12 @@ class PreparedMessage:
     pinned: bool
     metadata: dict[str, Any] | None
     created_at: datetime | None
+    response_id: str | None = None
+    finish_reason: str | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    counted_input_tokens: int | None = None
+    api_items: list[dict[str, Any]] | None = None
 
     @property
     def call_ids(self) -> tuple[str, ...]:
@@ -144,6 +150,12 @@ def prepare_message(
     metadata: Mapping[str, Any] | None,
     created_at: datetime | None,
     max_message_bytes: int,
+    response_id: str | None = None,
+    finish_reason: str | None = None,
+    cached_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
+    counted_input_tokens: int | None = None,
+    api_items: Any = None,
 ) -> PreparedMessage:
     """Validate one message and count its tokens, or raise a typed ``InvalidInput``."""
     if kind not in KINDS:
@@ -153,7 +165,8 @@ def prepare_message(
 
     text, parts, texts = _split_content(content)
     for field, value in (("content", text), ("name", name), ("tool_call_id", tool_call_id),
-                         ("model", model)):
+                         ("model", model), ("response_id", response_id),
+                         ("finish_reason", finish_reason)):
         if value is not None:
             if not isinstance(value, str):
                 raise InvalidContent(f"{field} must be a string")
@@ -168,6 +181,13 @@ def prepare_message(
         size += len(check_json(calls, "tool_calls").encode("utf-8"))
     if parts is not None:
         size += len(check_json(parts, "content parts").encode("utf-8"))
+    items: list[dict[str, Any]] | None = None
+    if api_items is not None:
+        if not isinstance(api_items, Sequence) or isinstance(api_items, str) or not all(
+                isinstance(item, Mapping) for item in api_items):
+            raise InvalidContent("api_items must be a list of JSON objects")
+        items = [dict(item) for item in api_items]
+        size += len(check_json(items, "api_items").encode("utf-8"))
     if metadata is not None:
         if not isinstance(metadata, Mapping):
             raise InvalidContent("metadata must be a JSON object")
@@ -193,8 +213,10 @@ def prepare_message(
     if pinned and (role == "tool" or calls):
         raise ToolCallMismatch("tool calls and tool results cannot be pinned alone: pruning "
                                "keeps a call and its results together")
-    usage: tuple[tuple[str, object], ...] = (("input_tokens", input_tokens),
-                                              ("output_tokens", output_tokens))
+    usage: tuple[tuple[str, object], ...] = (
+        ("input_tokens", input_tokens), ("output_tokens", output_tokens),
+        ("cached_tokens", cached_tokens), ("reasoning_tokens", reasoning_tokens),
+        ("counted_input_tokens", counted_input_tokens))
     for label, count in usage:
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)
                                   or count < 0):
@@ -225,6 +247,12 @@ def prepare_message(
         pinned=bool(pinned),
         metadata=dict(metadata) if metadata is not None else None,
         created_at=created_at,
+        response_id=response_id,
+        finish_reason=finish_reason,
+        cached_tokens=cached_tokens,
+        reasoning_tokens=reasoning_tokens,
+        counted_input_tokens=counted_input_tokens,
+        api_items=items,
     )
 
 

@@ -71,6 +71,12 @@ class Node:
     encoding: str
     input_tokens: int | None
     output_tokens: int | None
+    response_id: str | None
+    finish_reason: str | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    counted_input_tokens: int | None
+    api_items: list[dict[str, Any]] | None
     pinned: bool
     summary_base_id: uuid.UUID | None
     metadata: dict[str, Any] | None

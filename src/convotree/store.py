@@ -212,6 +212,12 @@ class Store:
         output_tokens: int | None = None,
         created_at: datetime | None = None,
         set_current: bool = True,
+        response_id: str | None = None,
+        finish_reason: str | None = None,
+        cached_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        counted_input_tokens: int | None = None,
+        api_items: Sequence[Mapping[str, Any]] | None = None,
     ) -> Node:
         """Add a message under ``parent`` (a new root when ``parent`` is None).
 
@@ -219,6 +225,10 @@ class Store:
         stay, each identified by its leaf. By default the conversation's current node
         moves to the new node. Tokens are counted here, once, under the encoding of
         ``model`` (or the store's encoding when no model is given).
+
+        The API facts (``response_id`` … ``api_items``) are what ``Chat`` records for an
+        answer it received; ``counted_input_tokens`` is the prompt size convotree
+        computed for that request, to compare with the billed ``input_tokens``.
         """
         conversation_id = _conversation_id(conversation)
         parent_id = None if parent is None else _node_id(parent)
@@ -234,6 +244,9 @@ class Store:
             encoding=tokens.encoding_for_model(model) if model else self.encoding,
             input_tokens=input_tokens, output_tokens=output_tokens, pinned=pinned,
             metadata=metadata, created_at=created_at, max_message_bytes=self.max_message_bytes,
+            response_id=response_id, finish_reason=finish_reason, cached_tokens=cached_tokens,
+            reasoning_tokens=reasoning_tokens, counted_input_tokens=counted_input_tokens,
+            api_items=api_items,
         )
         with self._transaction(write=True) as conn:
             return _ops.append(
