@@ -2,20 +2,53 @@
 
 The real ``openai`` client talks to it over HTTP on 127.0.0.1 (no patching of our
 code). It answers ``POST /v1/chat/completions`` and ``POST /v1/responses`` with JSON,
-counts calls and input tokens, and can be told to fail: ``server.fail_next("500")``
-(also ``"429"`` and ``"timeout"``).
+or with Server-Sent Events when the request says ``"stream": true`` (the usage chunk
+of Chat Completions when ``stream_options.include_usage`` is set; the
+``response.completed`` event of Responses). It records every request body in
+``calls``, counts input tokens, and can be scripted:
+
+- ``server.fail_next("500")`` (also ``"400"``, ``"429"`` with ``retry-after``, and
+  ``"timeout"``): the next requests fail, one mode each;
+- ``server.script(Reply(...))``: the next requests answer with that text, those tool
+  calls or reasoning items, or a stream cut after some deltas (the connection is
+  closed mid-body, as a dropped network does). Unscripted requests answer
+  "Notes: <the last words of the prompt>".
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from convotree.tokens import count_messages, count_text
+
+ERRORS = {
+    "400": (400, "invalid_request_error", "bad request"),
+    "429": (429, "rate_limit_exceeded", "slow down"),
+    "500": (500, "server_error", "boom"),
+}
+
+
+@dataclass
+class Reply:
+    """What the server answers to one request.
+
+    ``tool_calls`` are ``(call_id, name, arguments_json)`` triples; ``reasoning`` adds a
+    Responses reasoning item with that encrypted content; ``cut_after`` (streams
+    only) closes the connection after that many text deltas.
+    """
+
+    text: str | None = None
+    tool_calls: tuple[tuple[str, str, str], ...] = ()
+    reasoning: str | None = None
+    cut_after: int | None = None
+    cached_tokens: int = 0
 
 
 class FakeOpenAI:
@@ -28,27 +61,23 @@ class FakeOpenAI:
         self.delay = delay
         self.timeout_sleep = timeout_sleep
         self._failures: deque[str] = deque()
+        self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 so a stream can be chunked, and cut in the middle of a chunk.
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 return
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload = server.handle(self.path, body)
-                data = json.dumps(payload).encode()
                 try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    if status == 429:
-                        self.send_header("retry-after-ms", "1")
-                    self.end_headers()
-                    self.wfile.write(data)
+                    server.answer(self, self.path, body)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -64,16 +93,25 @@ class FakeOpenAI:
         self.httpd.server_close()
 
     def fail_next(self, *modes: str) -> None:
-        """The next requests fail, one mode each: "500", "429" or "timeout"."""
+        """The next requests fail, one mode each: "400", "429", "500" or "timeout"."""
         self._failures.extend(modes)
+
+    def script(self, *replies: Reply) -> None:
+        """The next requests (after any failures) get these replies, in order."""
+        self._replies.extend(replies)
 
     def client(self, **kwargs: Any) -> Any:
         """A real ``openai.OpenAI`` client pointed at this server."""
         import openai
 
         kwargs.setdefault("max_retries", 0)
-        kwargs.setdefault("timeout", 2.0)
+        kwargs.setdefault("timeout", 5.0)
         return openai.OpenAI(base_url=self.base_url, api_key="sk-test", **kwargs)
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        """The request bodies received, oldest first."""
+        return [call["body"] for call in self.calls]
 
     # --- answering ----------------------------------------------------------------
 
@@ -83,55 +121,207 @@ class FakeOpenAI:
         words = prompt.split()
         return "Notes: " + " ".join(words[-40:])
 
-    def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def answer(self, handler: BaseHTTPRequestHandler, path: str, body: dict[str, Any]) -> None:
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
+            reply = (self._replies.popleft() if self._replies and failure is None
+                     else None)
             self.calls.append({"path": path, "body": body, "failure": failure})
-        if failure == "500":
-            return 500, {"error": {"message": "boom", "type": "server_error", "code": None}}
-        if failure == "429":
-            return 429, {"error": {"message": "slow down", "type": "rate_limit_exceeded",
-                                   "code": "rate_limit_exceeded"}}
+        if failure in ERRORS:
+            status, kind, message = ERRORS[failure]
+            headers = {"retry-after": "0", "retry-after-ms": "1"} if status == 429 else {}
+            _send_json(handler, status, {"error": {"message": message, "type": kind,
+                                                   "code": kind, "param": None}}, headers)
+            return
         if failure == "timeout":
             time.sleep(self.timeout_sleep)
         if self.delay:
             time.sleep(self.delay)
+        reply = reply or Reply()
+        chat = path.endswith("/chat/completions")
         model = body.get("model", "gpt-4o-mini")
-        if path.endswith("/chat/completions"):
-            prompt_tokens = count_messages(body["messages"], model=model)
-            text = self._reply_text(str(body["messages"][-1].get("content", "")))
-        else:
-            items = body.get("input")
-            messages = ([{"role": "user", "content": items}] if isinstance(items, str)
-                        else list(items or []))
-            if body.get("instructions"):
-                messages.insert(0, {"role": "system", "content": body["instructions"]})
-            prompt_tokens = count_messages(
-                [m for m in messages if "role" in m], model=model)
-            text = self._reply_text(str(messages[-1].get("content", "")) if messages else "")
-        completion_tokens = count_text(text, "o200k_base")
+        prompt_tokens, last_text = _prompt(body, chat, model)
+        text = reply.text if reply.text is not None else (
+            None if reply.tool_calls else self._reply_text(last_text))
+        completion_tokens = count_text(text or "", "o200k_base") + sum(
+            count_text(args, "o200k_base") for _, _, args in reply.tool_calls)
         with self._lock:
             self.input_tokens += prompt_tokens
             self.output_tokens += completion_tokens
-        if path.endswith("/chat/completions"):
-            return 200, {
-                "id": f"chatcmpl-{len(self.calls)}", "object": "chat.completion",
-                "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens},
-            }
-        return 200, {
-            "id": f"resp_{len(self.calls)}", "object": "response",
-            "created_at": int(time.time()), "model": model, "status": "completed",
-            "output": [{"type": "message", "id": f"msg_{len(self.calls)}",
-                        "status": "completed", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text,
-                                     "annotations": []}]}],
-            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens,
-                      "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens_details": {"reasoning_tokens": 0}},
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-        }
+            number = len(self.calls)
+        usage = (prompt_tokens, completion_tokens, reply.cached_tokens)
+        if chat:
+            if body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                events = _chat_chunks(number, model, text, reply, usage, include_usage)
+                _send_stream(handler, events, reply.cut_after)
+            else:
+                _send_json(handler, 200, _chat_completion(number, model, text, reply, usage))
+            return
+        response = _response(number, model, text, reply, usage)
+        if body.get("stream"):
+            _send_stream(handler, _response_events(response, text), reply.cut_after)
+        else:
+            _send_json(handler, 200, response)
+
+
+def _prompt(body: dict[str, Any], chat: bool, model: str) -> tuple[int, str]:
+    """Prompt tokens (by convotree's reference count) and the last text sent."""
+    if chat:
+        messages = body["messages"]
+    else:
+        items = body.get("input")
+        messages = ([{"role": "user", "content": items}] if isinstance(items, str)
+                    else [m for m in items or [] if "role" in m])
+        if body.get("instructions"):
+            messages.insert(0, {"role": "system", "content": body["instructions"]})
+    last = messages[-1].get("content", "") if messages else ""
+    if isinstance(last, list):
+        last = " ".join(str(p.get("text", "")) for p in last)
+    return count_messages(messages, model=model, tools=body.get("tools")), str(last or "")
+
+
+def _chat_completion(number: int, model: str, text: str | None, reply: Reply,
+                     usage: tuple[int, int, int]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+            for cid, name, args in reply.tool_calls]
+    return {
+        "id": f"chatcmpl-{number}", "object": "chat.completion", "created": int(time.time()),
+        "model": f"{model}-2024-07-18", "system_fingerprint": "fp_test",
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
+        "usage": _chat_usage(usage),
+    }
+
+
+def _chat_usage(usage: tuple[int, int, int]) -> dict[str, Any]:
+    prompt, completion, cached = usage
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
+
+
+def _words(text: str | None) -> list[str]:
+    """The text in stream-sized pieces (a word and the space before it)."""
+    if not text:
+        return []
+    words = text.split(" ")
+    return [words[0]] + [" " + word for word in words[1:]]
+
+
+def _chat_chunks(number: int, model: str, text: str | None, reply: Reply,
+                 usage: tuple[int, int, int], include_usage: bool) -> list[tuple[str | None, Any]]:
+    base = {"id": f"chatcmpl-{number}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": f"{model}-2024-07-18"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> tuple[None, Any]:
+        return None, {**base, "choices": [{"index": 0, "delta": delta,
+                                           "finish_reason": finish, "logprobs": None}]}
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [(None, {**c[1], "_text": True}) for c in
+               (chunk({"content": piece}) for piece in _words(text))]
+    for index, (cid, name, args) in enumerate(reply.tool_calls):
+        events.append(chunk({"tool_calls": [{"index": index, "id": cid, "type": "function",
+                                             "function": {"name": name, "arguments": ""}}]}))
+        half = len(args) // 2
+        for piece in (args[:half], args[half:]):
+            events.append(chunk({"tool_calls": [{"index": index,
+                                                 "function": {"arguments": piece}}]}))
+    events.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
+    if include_usage:
+        events.append((None, {**base, "choices": [], "usage": _chat_usage(usage)}))
+    events.append((None, "[DONE]"))
+    return events
+
+
+def _response(number: int, model: str, text: str | None, reply: Reply,
+              usage: tuple[int, int, int]) -> dict[str, Any]:
+    prompt, completion, cached = usage
+    output: list[dict[str, Any]] = []
+    if reply.reasoning is not None:
+        output.append({"type": "reasoning", "id": f"rs_{number}", "summary": [],
+                       "encrypted_content": reply.reasoning})
+    if text is not None:
+        output.append({"type": "message", "id": f"msg_{number}", "status": "completed",
+                       "role": "assistant",
+                       "content": [{"type": "output_text", "text": text, "annotations": []}]})
+    for cid, name, args in reply.tool_calls:
+        output.append({"type": "function_call", "id": f"fc_{cid}", "call_id": cid,
+                       "name": name, "arguments": args, "status": "completed"})
+    return {
+        "id": f"resp_{number}", "object": "response", "created_at": int(time.time()),
+        "model": f"{model}-2024-07-18", "status": "completed", "output": output,
+        "usage": {"input_tokens": prompt, "output_tokens": completion,
+                  "total_tokens": prompt + completion,
+                  "input_tokens_details": {"cached_tokens": cached},
+                  "output_tokens_details": {"reasoning_tokens": 0}},
+        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "error": None,
+        "incomplete_details": None, "instructions": None, "metadata": {},
+        "temperature": 1.0, "top_p": 1.0,
+    }
+
+
+def _response_events(response: dict[str, Any], text: str | None) -> list[tuple[str | None, Any]]:
+    started = {**response, "status": "in_progress", "output": [], "usage": None}
+    events: list[tuple[str | None, Any]] = [
+        ("response.created", {"type": "response.created", "response": started})]
+    for index, item in enumerate(response["output"]):
+        events.append(("response.output_item.added", {
+            "type": "response.output_item.added", "output_index": index,
+            "item": {**item, "status": "in_progress"} if item["type"] != "message"
+            else {**item, "status": "in_progress", "content": []}}))
+        if item["type"] == "message":
+            for piece in _words(text):
+                events.append(("response.output_text.delta", {
+                    "type": "response.output_text.delta", "item_id": item["id"],
+                    "output_index": index, "content_index": 0, "delta": piece,
+                    "logprobs": [], "_text": True}))
+        events.append(("response.output_item.done", {
+            "type": "response.output_item.done", "output_index": index, "item": item}))
+    events.append(("response.completed", {"type": "response.completed", "response": response}))
+    for number, (_, data) in enumerate(events):
+        data["sequence_number"] = number
+    return events
+
+
+def _send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any,
+               headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def _send_stream(handler: BaseHTTPRequestHandler, events: list[tuple[str | None, Any]],
+                 cut_after: int | None) -> None:
+    """Write SSE events as HTTP chunks; with ``cut_after``, drop the connection mid-body."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    texts = 0
+    for name, data in events:
+        is_text = isinstance(data, dict) and data.pop("_text", False)
+        if cut_after is not None and is_text and texts >= cut_after:
+            handler.wfile.write(b"5\r\ndata:")   # half a chunk, then the line goes dead
+            handler.wfile.flush()
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            handler.close_connection = True
+            return
+        texts += bool(is_text)
+        payload = data if isinstance(data, str) else json.dumps(data)
+        frame = (f"event: {name}\n" if name else "") + f"data: {payload}\n\n"
+        raw = frame.encode()
+        handler.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+        handler.wfile.flush()
+    handler.wfile.write(b"0\r\n\r\n")
+    handler.wfile.flush()

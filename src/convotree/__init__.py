@@ -10,6 +10,7 @@ from . import errors, tokens
 from ._engine import create_engine
 from ._migrate import check as check_schema
 from ._migrate import current_revision, downgrade, migrate
+from .chat import Chat, ChatStream, Turn
 from .context import (
     Candidate,
     Context,
@@ -36,6 +37,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Candidate",
+    "Chat",
+    "ChatStream",
     "Context",
     "ContextReport",
     "Conversation",
@@ -52,6 +55,7 @@ __all__ = [
     "SummaryOptions",
     "SummaryRequest",
     "SummaryResult",
+    "Turn",
     "Window",
     "__version__",
     "check_schema",

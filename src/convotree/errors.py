@@ -19,14 +19,23 @@ always left exactly as it was.
     │   ├── InvalidContent            NUL, lone surrogate, wrong shape
     │   ├── ContentTooLarge
     │   ├── InvalidParent             parent in another conversation, under a summary
-    │   └── ToolCallMismatch          tool result that answers no pending call, or a
-    │                                 turn that leaves calls unanswered
+    │   ├── ToolCallMismatch          tool result that answers no pending call, or a
+    │   │                             turn that leaves calls unanswered
+    │   ├── InvalidImport             an import file (or one record in it) cannot be read
+    │   ├── UnknownFormat             an import/export format name convotree does not know
+    │   └── NotExportable             a conversation the chosen format cannot express
     ├── ContextError                  no valid context can be assembled
     │   ├── UnknownModel              no context window known: pass ``budget=``
     │   ├── BudgetExceeded            the kept-always messages or the leaf do not fit
     │   └── IncompleteToolCalls       the leaf is a tool call still missing results
+    ├── ChatError                     the chat helper cannot go on as asked
+    │   └── ToolStepLimit             a tool loop reached its step limit
     └── StoreError                    the database refused an operation (driver error
                                       translated at one boundary, cause chained)
+
+Errors of the OpenAI API itself (``openai.RateLimitError``, ``openai.APIStatusError``,
+connection errors) are not wrapped: they reach the caller as the ``openai`` exceptions
+users already handle, and the store is left consistent (see ``convotree.Chat``).
 
 Leaves carry keyword-only context (``conversation_id=``, ``node_id=``) so callers can
 react without parsing messages.
@@ -41,20 +50,25 @@ __all__ = [
     "BudgetExceeded",
     "ConfigurationError",
     "ContentTooLarge",
+    "ChatError",
     "ContextError",
     "ConversationNotFound",
     "ConvotreeError",
     "IncompleteToolCalls",
     "InvalidContent",
+    "InvalidImport",
     "InvalidInput",
     "InvalidKind",
     "InvalidParent",
     "InvalidRole",
     "NodeNotFound",
+    "NotExportable",
     "NotFound",
     "SchemaOutOfDate",
     "StoreError",
     "ToolCallMismatch",
+    "ToolStepLimit",
+    "UnknownFormat",
     "UnknownModel",
 ]
 
@@ -132,6 +146,33 @@ class ToolCallMismatch(InvalidInput):
     """
 
 
+class InvalidImport(InvalidInput):
+    """An import file, or one record in it, is not what its format promises.
+
+    Raised for the whole file when it is not JSON at all (nothing can be trusted, so
+    nothing is written). A broken conversation inside a readable file (a cycle, a
+    missing parent, a duplicate id, a bad field) does not raise: it becomes an
+    ``ImportFailure`` in the ``ImportResult`` naming the record and why, and the
+    other conversations of the file still import.
+    """
+
+
+class UnknownFormat(InvalidInput):
+    """The format name is not one of ``convotree.interchange.FORMATS``.
+
+    Refused before the file is opened, so a typo never half-imports anything.
+    """
+
+
+class NotExportable(InvalidInput):
+    """The conversation cannot be written in the chosen format without losing its shape.
+
+    For example an OpenAssistant tree has exactly one prompt and only prompter and
+    assistant messages; a conversation with two roots or a system message is refused
+    rather than silently cut (use the ``native`` format for a lossless copy).
+    """
+
+
 class ContextError(ConvotreeError):
     """No valid context can be assembled for the request."""
 
@@ -150,6 +191,22 @@ class IncompleteToolCalls(ContextError):
     OpenAI rejects a request whose last assistant message calls tools without every
     result following it; append the results, then assemble from the last one.
     """
+
+
+class ChatError(ConvotreeError):
+    """The chat helper cannot go on as asked (its API errors stay ``openai``'s own)."""
+
+
+class ToolStepLimit(ChatError):
+    """A tool loop made ``max_steps`` rounds and the model still calls tools.
+
+    The last answer (with its unanswered calls) is stored and available as ``node``;
+    add its results and call ``Chat.reply``, or raise the limit.
+    """
+
+    def __init__(self, message: str, *, node: Any = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.node = node
 
 
 class StoreError(ConvotreeError):

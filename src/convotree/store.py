@@ -25,6 +25,7 @@ from ._ids import as_uuid
 from ._validate import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Content,
+    PreparedMessage,
     check_metadata,
     check_text,
     check_title,
@@ -39,6 +40,13 @@ __all__ = ["ConversationRef", "Store"]
 
 #: A conversation given as the object, or its id.
 ConversationRef = Conversation | uuid.UUID | str
+
+
+#: The ``append`` keywords a message of ``append_chain`` may carry.
+_APPEND_FIELDS = frozenset({
+    "role", "content", "name", "tool_calls", "tool_call_id", "model", "pinned", "metadata",
+    "kind", "input_tokens", "output_tokens", "created_at", "response_id", "finish_reason",
+    "cached_tokens", "reasoning_tokens", "counted_input_tokens", "api_items"})
 
 
 def _conversation_id(conversation: ConversationRef) -> uuid.UUID:
@@ -238,21 +246,62 @@ class Store:
                 f"not {conversation_id}",
                 conversation_id=conversation_id, node_id=parent.id,
             )
-        message = prepare_message(
+        message = self._prepare(
             kind=kind, role=role, content=content, name=name, tool_calls=tool_calls,
-            tool_call_id=tool_call_id, model=model,
-            encoding=tokens.encoding_for_model(model) if model else self.encoding,
-            input_tokens=input_tokens, output_tokens=output_tokens, pinned=pinned,
-            metadata=metadata, created_at=created_at, max_message_bytes=self.max_message_bytes,
-            response_id=response_id, finish_reason=finish_reason, cached_tokens=cached_tokens,
-            reasoning_tokens=reasoning_tokens, counted_input_tokens=counted_input_tokens,
-            api_items=api_items,
+            tool_call_id=tool_call_id, model=model, input_tokens=input_tokens,
+            output_tokens=output_tokens, pinned=pinned, metadata=metadata,
+            created_at=created_at, response_id=response_id, finish_reason=finish_reason,
+            cached_tokens=cached_tokens, reasoning_tokens=reasoning_tokens,
+            counted_input_tokens=counted_input_tokens, api_items=api_items,
         )
         with self._transaction(write=True) as conn:
             return _ops.append(
                 conn, tenant=self.tenant, conversation_id=conversation_id,
                 parent_id=parent_id, message=message, set_current=set_current,
             )
+
+    def append_chain(self, parent: Node, messages: Sequence[Mapping[str, Any]], *,
+                     set_current: bool = True) -> list[Node]:
+        """Append several messages in one transaction, each under the one before.
+
+        For a turn that is several rows, such as the results of an assistant's tool
+        calls: either every message is stored or none is (a bad one, or a result for a
+        call that was not made, leaves the database as it was). Each item of
+        ``messages`` holds ``append`` keywords (``role``, ``content``, ``tool_call_id``…).
+        """
+        allowed = _APPEND_FIELDS
+        prepared = []
+        for index, fields in enumerate(messages):
+            unknown = set(fields) - allowed
+            if unknown:
+                raise InvalidContent(f"message {index}: unknown fields {sorted(unknown)}")
+            if "role" not in fields:
+                raise InvalidContent(f"message {index}: a role is needed")
+            prepared.append(self._prepare(**fields))
+        if not prepared:
+            return []
+        nodes: list[Node] = []
+        with self._transaction(write=True) as conn:
+            parent_id = parent.id
+            for message in prepared:
+                node = _ops.append(
+                    conn, tenant=self.tenant, conversation_id=parent.conversation_id,
+                    parent_id=parent_id, message=message, set_current=set_current)
+                nodes.append(node)
+                parent_id = node.id
+        return nodes
+
+    def _prepare(self, *, role: str, content: Content = None, kind: str = "message",
+                 model: str | None = None, **fields: Any) -> PreparedMessage:
+        """Validate and count one message (before any transaction opens)."""
+        values: dict[str, Any] = {
+            "name": None, "tool_calls": None, "tool_call_id": None, "input_tokens": None,
+            "output_tokens": None, "pinned": False, "metadata": None, "created_at": None}
+        values.update(fields)
+        return prepare_message(
+            kind=kind, role=role, content=content, model=model,
+            encoding=tokens.encoding_for_model(model) if model else self.encoding,
+            max_message_bytes=self.max_message_bytes, **values)
 
     def edit(self, node: Node, content: Content, **fields: Any) -> Node:
         """Append a sibling of ``node`` with new content: an edited prompt, or a new answer.

@@ -1,0 +1,354 @@
+"""``Chat``: a stateful, branching chat on top of the stateless OpenAI APIs.
+
+The helper only moves data: the user's message goes to the store (committed first,
+so a failed call never loses what was typed), the store assembles the context for
+the branch, the user's own ``openai`` client is called, and the answer is stored as
+a node under the message it answers. Every operation is an append at the right
+parent: regenerating, editing and forking copy no history.
+
+What the wire looks like lives in ``_wire`` (pure, shared with the async helper).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import _wire
+from ._validate import Content
+from .context import Context, PruningPolicy
+from .errors import ChatError, InvalidContent, ToolCallMismatch, ToolStepLimit
+from .models import Conversation, Node
+from .store import ConversationRef, Store
+from .summaries import Summarizer, SummaryOptions
+
+__all__ = ["Chat", "ChatStream", "Turn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One request to the API and what came of it (``Chat.last``).
+
+    ``request`` is exactly what was passed to ``create()`` (the context in
+    ``messages``/``input``); ``context`` holds its token count and pruning report;
+    ``node`` is the stored answer (None when the call failed or a stream ended with
+    nothing). ``incomplete`` is True when a stream ended early; ``error`` says why.
+    """
+
+    request: dict[str, Any]
+    context: Context
+    node: Node | None = None
+    incomplete: bool = False
+    error: str | None = None
+
+
+class Chat:
+    """Send, stream, regenerate, edit and call tools on any branch of a conversation.
+
+    ``client`` is the caller's own ``openai.OpenAI`` (so base URL, key, retries,
+    Azure and compatible servers are theirs); ``model`` the default model;
+    ``api="responses"`` switches from Chat Completions to the Responses API (called
+    with ``store=False``: the state lives in this database, not OpenAI's). ``budget``,
+    ``reserve_output``, ``policy``, ``summarizer`` and ``summary_options`` are passed
+    to ``Store.context``; when ``reserve_output`` is None the answer's room is taken
+    from ``max_completion_tokens`` / ``max_output_tokens`` / ``max_tokens``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        client: Any,
+        *,
+        model: str,
+        api: str = "chat",
+        budget: int | None = None,
+        reserve_output: int | None = None,
+        policy: PruningPolicy | None = None,
+        summarizer: Summarizer | None = None,
+        summary_options: SummaryOptions | None = None,
+    ) -> None:
+        if api not in _wire.APIS:
+            raise InvalidContent(f"api must be one of {', '.join(_wire.APIS)}, not {api!r}")
+        self.store = store
+        self.client = client
+        self.model = model
+        self.api = api
+        self.budget = budget
+        self.reserve_output = reserve_output
+        self.policy = policy
+        self.summarizer = summarizer
+        self.summary_options = summary_options
+        #: The last request made and its outcome.
+        self.last: Turn | None = None
+
+    # --- turns ---------------------------------------------------------------------
+
+    def send(self, at: Node | ConversationRef, content: Content, *,
+             name: str | None = None, **create: Any) -> Node:
+        """Store a user message under ``at`` and return the stored answer.
+
+        ``at`` is a node (the message goes under it: a fork when it already has
+        children) or a conversation (the message goes under its current node). Extra
+        keywords go to ``create()`` (``temperature``, ``tools``, ``model``…).
+        """
+        return self.reply(self._add_user(at, content, name), **create)
+
+    def reply(self, node: Node, **create: Any) -> Node:
+        """Get and store an answer to the branch ending at ``node``.
+
+        Used after tool results, to retry after a failed call (the user message is
+        already stored), or to answer a message stored some other way.
+        """
+        request, context = self._request(node, create, stream=False)
+        try:
+            raw = self._call(request)
+        except Exception as exc:
+            self.last = Turn(request, context, error=f"{type(exc).__name__}: {exc}")
+            raise
+        answer = (_wire.parse_chat_completion(raw) if self.api == "chat"
+                  else _wire.parse_response(raw))
+        stored = self._store(node, answer, context)
+        self.last = Turn(request, context, stored)
+        return stored
+
+    def regenerate(self, answer: Node, **create: Any) -> Node:
+        """A new answer to the message ``answer`` answers: a sibling of ``answer``."""
+        if answer.parent_id is None:
+            raise InvalidContent("a root has no message to answer again",
+                                 conversation_id=answer.conversation_id, node_id=answer.id)
+        return self.reply(self.store.node(answer.conversation_id, answer.parent_id), **create)
+
+    def edit(self, message: Node, content: Content, **create: Any) -> Node:
+        """An edited prompt: a new sibling of ``message`` with ``content``, and its answer."""
+        if message.role != "user":
+            raise InvalidContent(f"edit takes a user message, not a {message.role!r} one",
+                                 conversation_id=message.conversation_id, node_id=message.id)
+        edited = self.store.edit(message, content)
+        return self.reply(edited, **create)
+
+    def stream(self, at: Node | ConversationRef, content: Content, *,
+               name: str | None = None, **create: Any) -> ChatStream:
+        """Like ``send``, but the answer arrives as text deltas (see ``ChatStream``)."""
+        return self.stream_reply(self._add_user(at, content, name), **create)
+
+    def stream_reply(self, node: Node, **create: Any) -> ChatStream:
+        """Like ``reply``, streamed. The request is made here: API errors raise here."""
+        request, context = self._request(node, create, stream=True)
+        try:
+            raw = self._call(request)
+        except Exception as exc:
+            self.last = Turn(request, context, error=f"{type(exc).__name__}: {exc}")
+            raise
+        state: _wire.ChatStreamState | _wire.ResponsesStreamState = (
+            _wire.ChatStreamState() if self.api == "chat" else _wire.ResponsesStreamState())
+        return ChatStream(self, node, request, context, raw, state)
+
+    # --- tools ---------------------------------------------------------------------
+
+    def add_tool_results(self, answer: Node, results: Mapping[str, Any]) -> list[Node]:
+        """Store one tool node per call of ``answer`` (keyed by call id), in one transaction.
+
+        Every call must be answered exactly once; results that are not strings are
+        stored as JSON. Returns the tool nodes, in the order of the calls.
+        """
+        calls = _wire.pending_calls(answer.tool_calls)
+        if not calls:
+            raise ToolCallMismatch("this message calls no tools",
+                                   conversation_id=answer.conversation_id, node_id=answer.id)
+        missing = [c for c in calls if c not in results]
+        extra = [c for c in results if c not in calls]
+        if missing or extra:
+            raise ToolCallMismatch(
+                f"results must answer exactly the calls {calls}; missing {missing}, "
+                f"unknown {extra}", conversation_id=answer.conversation_id, node_id=answer.id)
+        return self.store.append_chain(answer, [
+            {"role": "tool", "tool_call_id": call_id, "content": _result_text(results[call_id])}
+            for call_id in calls])
+
+    def run_tools(self, at: Node | ConversationRef, content: Content,
+                  functions: Mapping[str, Callable[..., Any]], *, max_steps: int = 8,
+                  tool_errors: str = "return", **create: Any) -> Node:
+        """Send, then run the model's tool calls with ``functions`` until it answers.
+
+        Each call's JSON arguments are passed as keywords to the function of that
+        name; its return value (JSON if not a string) is the result. An unknown tool
+        or an exception becomes an error result the model can read
+        (``tool_errors="raise"`` lets the exception out instead; the calls then stay
+        unanswered). After ``max_steps`` rounds of results, ``ToolStepLimit``.
+        """
+        if tool_errors not in ("return", "raise"):
+            raise InvalidContent("tool_errors must be 'return' or 'raise'")
+        node = self.send(at, content, **create)
+        steps = 0
+        while node.tool_calls:
+            if steps >= max_steps:
+                raise ToolStepLimit(
+                    f"the model still calls tools after {max_steps} rounds",
+                    conversation_id=node.conversation_id, node_id=node.id, node=node)
+            results = {str(call["id"]): _run_call(call, functions, tool_errors)
+                       for call in node.tool_calls}
+            last = self.add_tool_results(node, results)[-1]
+            node = self.reply(last, **create)
+            steps += 1
+        return node
+
+    # --- internals -------------------------------------------------------------------
+
+    def _add_user(self, at: Node | ConversationRef, content: Content, name: str | None
+                  ) -> Node:
+        if isinstance(at, Node):
+            return self.store.append(at.conversation_id, parent=at, role="user",
+                                     content=content, name=name)
+        # Read where the conversation is now: a Conversation object the caller holds
+        # may be stale.
+        conversation_id = at.id if isinstance(at, Conversation) else at
+        conversation = self.store.get_conversation(conversation_id)
+        return self.store.append(conversation.id, parent=conversation.current_node_id,
+                                 role="user", content=content, name=name)
+
+    def _request(self, node: Node, create: Mapping[str, Any], *, stream: bool
+                 ) -> tuple[dict[str, Any], Context]:
+        options = dict(create)
+        model = str(options.pop("model", self.model))
+        tools = options.pop("tools", None)
+        if "stream" in options:
+            raise InvalidContent("use Chat.stream() for streaming, not stream=")
+        reserve = (self.reserve_output if self.reserve_output is not None
+                   else _wire.output_reserve(options))
+        context = self.store.context(
+            node, model=model, budget=self.budget, reserve_output=reserve, tools=tools,
+            format=self.api, policy=self.policy, summarizer=self.summarizer,
+            summary_options=self.summary_options)
+        if self.api == "chat":
+            request = _wire.chat_request(model, context.messages, tools, options, stream=stream)
+        else:
+            request = _wire.responses_request(model, context.messages, tools, options,
+                                              stream=stream)
+        return request, context
+
+    def _call(self, request: dict[str, Any]) -> Any:
+        if self.api == "chat":
+            return self.client.chat.completions.create(**request)
+        return self.client.responses.create(**request)
+
+    def _store(self, parent: Node, answer: _wire.Answer, context: Context,
+               error: str | None = None) -> Node:
+        metadata: dict[str, Any] = {"api": self.api}
+        if not answer.complete:
+            metadata["incomplete"] = True
+            metadata["error"] = error or "the stream ended before the answer was complete"
+        if answer.dropped_tool_calls:
+            metadata["dropped_tool_calls"] = answer.dropped_tool_calls
+        if answer.refusal is not None:
+            metadata["refusal"] = True
+        content = answer.content
+        if content is None and not answer.tool_calls:
+            content = ""   # an empty answer is still an answer: keep the branch's shape
+        model = answer.model or str(context.model)
+        return self.store.append(
+            parent.conversation_id, parent=parent, role="assistant", content=content,
+            tool_calls=answer.tool_calls, model=model, metadata=metadata,
+            input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
+            cached_tokens=answer.cached_tokens, reasoning_tokens=answer.reasoning_tokens,
+            response_id=answer.response_id, finish_reason=answer.finish_reason,
+            counted_input_tokens=context.tokens, api_items=answer.api_items)
+
+
+class ChatStream:
+    """The text of an answer as it arrives; the answer is stored when it ends.
+
+    Iterate it for text deltas. When the stream ends the answer is stored (``node``)
+    with its usage. If the caller stops early (``break``, ``close()``, leaving a
+    ``with`` block) or the connection drops, the text that arrived is stored, marked
+    ``incomplete`` in its metadata (a dropped connection's error re-raises after
+    that); tool calls cut off mid-way are left out. It is stored once, whatever
+    happens; a stream that produced nothing stores nothing.
+    """
+
+    def __init__(self, chat: Chat, parent: Node, request: dict[str, Any], context: Context,
+                 raw: Any, state: _wire.ChatStreamState | _wire.ResponsesStreamState) -> None:
+        self._chat, self._parent, self._raw, self._state = chat, parent, raw, state
+        self.request, self.context = request, context
+        self.node: Node | None = None
+        self.turn: Turn | None = None
+        self._finished = False
+        self._iterating = False
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._state.texts)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._finished or self._iterating:
+            raise ChatError("a ChatStream can be read only once")
+        self._iterating = True
+        return self._read()
+
+    def _read(self) -> Iterator[str]:
+        try:
+            for event in self._raw:
+                delta = self._state.feed(event)
+                if delta:
+                    yield delta
+        except GeneratorExit:
+            self._finish("the caller stopped reading")
+            raise
+        except Exception as exc:
+            self._finish(f"{type(exc).__name__}: {exc}")
+            raise
+        self._finish(None)
+
+    def close(self) -> None:
+        """Stop reading; store what arrived (if anything) as an incomplete answer."""
+        self._finish("the caller stopped reading")
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _finish(self, error: str | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        close = getattr(self._raw, "close", None)
+        if close is not None:
+            close()   # release the HTTP connection
+        answer = self._state.answer()
+        error = error or getattr(self._state, "failure", None)
+        if error is not None and answer.complete:   # e.g. closed after the last event
+            error = None
+        chat = self._chat
+        if answer.content or answer.tool_calls:
+            self.node = chat._store(self._parent, answer, self.context, error)
+        self.turn = Turn(self.request, self.context, self.node,
+                         incomplete=not answer.complete, error=error
+                         if not answer.complete else None)
+        chat.last = self.turn
+
+
+def _result_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _run_call(call: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]],
+              tool_errors: str) -> str:
+    name = _wire.call_name(call)
+    function = functions.get(name)
+    if function is None:
+        if tool_errors == "raise":
+            raise ChatError(f"the model called {name!r}, which is not among the functions")
+        return f"error: there is no tool named {name!r}"
+    try:
+        arguments = _wire.tool_arguments(call)
+        value = function(**arguments) if isinstance(arguments, dict) else function(arguments)
+    except Exception as exc:
+        if tool_errors == "raise":
+            raise
+        return f"error: {type(exc).__name__}: {exc}"
+    return _result_text(value)
+
