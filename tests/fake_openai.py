@@ -9,6 +9,8 @@ of Chat Completions when ``stream_options.include_usage`` is set; the
 
 - ``server.fail_next("500")`` (also ``"400"``, ``"429"`` with ``retry-after``, and
   ``"timeout"``): the next requests fail, one mode each;
+- ``POST /v1/responses/compact`` returns the user messages of the input and one
+  opaque compaction item;
 - ``server.script(Reply(...))``: the next requests answer with that text, those tool
   calls or reasoning items, or a stream cut after some deltas (the connection is
   closed mid-body, as a dropped network does). Unscripted requests answer
@@ -158,6 +160,9 @@ class FakeOpenAI:
             else:
                 _send_json(handler, 200, _chat_completion(number, model, text, reply, usage))
             return
+        if path.endswith("/responses/compact"):
+            _send_json(handler, 200, _compaction(number, body, usage))
+            return
         response = _response(number, model, text, reply, usage)
         if body.get("stream"):
             _send_stream(handler, _response_events(response, text), reply.cut_after)
@@ -264,6 +269,24 @@ def _response(number: int, model: str, text: str | None, reply: Reply,
         "incomplete_details": None, "instructions": None, "metadata": {},
         "temperature": 1.0, "top_p": 1.0,
     }
+
+
+def _compaction(number: int, body: dict[str, Any], usage: tuple[int, int, int]
+                ) -> dict[str, Any]:
+    """What ``/responses/compact`` returns: the user messages, then one compaction item."""
+    users = [{"type": "message", "role": "user", "id": f"msg_u{index}", "status": "completed",
+              "content": [{"type": "input_text", "text": item["content"]}]
+              if isinstance(item["content"], str) else item["content"]}
+             for index, item in enumerate(body.get("input") or [])
+             if item.get("role") == "user"]
+    compaction = {"type": "compaction", "id": f"cmp_{number}",
+                  "encrypted_content": f"ENCRYPTED-{len(users)}-messages"}
+    prompt, _, _ = usage
+    return {"id": f"resp_{number}", "object": "response.compaction",
+            "created_at": int(time.time()), "output": [*users, compaction],
+            "usage": {"input_tokens": prompt, "output_tokens": 50, "total_tokens": prompt + 50,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}
 
 
 def _response_events(response: dict[str, Any], text: str | None) -> list[tuple[str | None, Any]]:

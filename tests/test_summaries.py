@@ -177,7 +177,7 @@ def test_openai_summarizer_records_usage(store: convotree.Store, long_chat: conv
         sent = server.calls[0]["body"]
     assert ctx.report.summary_created
     summary = summaries(store, long_chat.conversation_id)[0]
-    assert summary.model == "gpt-4o-mini"
+    assert summary.model == "gpt-4o-mini-2024-07-18"   # as the API reported it
     assert summary.input_tokens == server.input_tokens > 0
     assert summary.output_tokens == server.output_tokens > 0
     assert summary.content.startswith(SUMMARY_HEADER + "Notes:")

@@ -14,6 +14,8 @@ Responses mapping (documented in docs/context.md):
 - an assistant node with ``api_items`` (an answer received through the Responses API
   with reasoning) -> those items first, exactly as the API returned them (reasoning
   items with encrypted content must come back unchanged), then its message and calls.
+- a summary node with ``api_items`` (a stored OpenAI compaction) -> those items alone;
+  Chat Completions requests get its text instead.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ def response_items(row: NodeRow, call_types: Mapping[str, str]) -> list[dict[str
     # Items only the API can produce (reasoning with encrypted content) go back first,
     # exactly as they came; the message and its calls are rebuilt from the columns.
     replay = [dict(item) for item in from_json(row.api_items) or ()]
+    if row.kind == "summary" and replay:   # an OpenAI compaction: its items replace it
+        return replay
     if role == "tool":
         custom = call_types.get(row.tool_call_id or "") == "custom"
         return [{"type": "custom_tool_call_output" if custom else "function_call_output",

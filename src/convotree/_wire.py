@@ -5,7 +5,7 @@ user's client; everything that knows what a Chat Completions or Responses payloa
 looks like is here, as pure functions and small stream accumulators, so both the
 sync and the async helper share it instead of copying it.
 
-Responses are read by attribute with defaults (``_get``), not by exact type: the
+Responses are read by attribute with defaults (``get``), not by exact type: the
 typed objects of the ``openai`` package, dicts, and payloads from compatible servers
 that omit optional fields all work.
 """
@@ -45,7 +45,7 @@ class Answer:
     dropped_tool_calls: int = 0
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
+def get(obj: Any, name: str, default: Any = None) -> Any:
     """``obj.name`` or ``obj[name]``; ``default`` when absent or None."""
     if obj is None:
         return default
@@ -53,11 +53,11 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def _dump(obj: Any) -> dict[str, Any]:
+def dump(obj: Any) -> dict[str, Any]:
     """A typed ``openai`` object (or a dict) as plain JSON-able data, Nones left out."""
     if isinstance(obj, Mapping):
         return {k: v for k, v in obj.items() if v is not None}
-    return obj.model_dump(mode="json", exclude_none=True)  # type: ignore[no-any-return]
+    return obj.model_dump(mode="json", exclude_none=True, warnings=False)  # type: ignore[no-any-return]
 
 
 # --- requests -------------------------------------------------------------------------
@@ -123,49 +123,49 @@ class _Usage(TypedDict):
 
 def _chat_usage(usage: Any) -> _Usage:
     return {
-        "input_tokens": _get(usage, "prompt_tokens"),
-        "output_tokens": _get(usage, "completion_tokens"),
-        "cached_tokens": _get(_get(usage, "prompt_tokens_details"), "cached_tokens"),
-        "reasoning_tokens": _get(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
+        "input_tokens": get(usage, "prompt_tokens"),
+        "output_tokens": get(usage, "completion_tokens"),
+        "cached_tokens": get(get(usage, "prompt_tokens_details"), "cached_tokens"),
+        "reasoning_tokens": get(get(usage, "completion_tokens_details"), "reasoning_tokens"),
     }
 
 
-def _responses_usage(usage: Any) -> _Usage:
+def responses_usage(usage: Any) -> _Usage:
     return {
-        "input_tokens": _get(usage, "input_tokens"),
-        "output_tokens": _get(usage, "output_tokens"),
-        "cached_tokens": _get(_get(usage, "input_tokens_details"), "cached_tokens"),
-        "reasoning_tokens": _get(_get(usage, "output_tokens_details"), "reasoning_tokens"),
+        "input_tokens": get(usage, "input_tokens"),
+        "output_tokens": get(usage, "output_tokens"),
+        "cached_tokens": get(get(usage, "input_tokens_details"), "cached_tokens"),
+        "reasoning_tokens": get(get(usage, "output_tokens_details"), "reasoning_tokens"),
     }
 
 
 def _chat_tool_call(call: Any) -> dict[str, Any]:
-    if _get(call, "type", "function") == "custom":
-        custom = _get(call, "custom")
-        return {"id": _get(call, "id"), "type": "custom",
-                "custom": {"name": _get(custom, "name"), "input": _get(custom, "input", "")}}
-    function = _get(call, "function")
-    return {"id": _get(call, "id"), "type": "function",
-            "function": {"name": _get(function, "name"),
-                         "arguments": _get(function, "arguments", "")}}
+    if get(call, "type", "function") == "custom":
+        custom = get(call, "custom")
+        return {"id": get(call, "id"), "type": "custom",
+                "custom": {"name": get(custom, "name"), "input": get(custom, "input", "")}}
+    function = get(call, "function")
+    return {"id": get(call, "id"), "type": "function",
+            "function": {"name": get(function, "name"),
+                         "arguments": get(function, "arguments", "")}}
 
 
 def parse_chat_completion(completion: Any) -> Answer:
     """A ``ChatCompletion`` (first choice) as an ``Answer``."""
-    choices = _get(completion, "choices", [])
+    choices = get(completion, "choices", [])
     choice = choices[0] if choices else None
-    message = _get(choice, "message")
-    calls = [_chat_tool_call(call) for call in _get(message, "tool_calls", [])]
-    refusal = _get(message, "refusal")
-    content = _get(message, "content")
+    message = get(choice, "message")
+    calls = [_chat_tool_call(call) for call in get(message, "tool_calls", [])]
+    refusal = get(message, "refusal")
+    content = get(message, "content")
     return Answer(
         content=content if content is not None else refusal,
         tool_calls=calls or None,
-        model=_get(completion, "model"),
-        response_id=_get(completion, "id"),
-        finish_reason=_get(choice, "finish_reason"),
+        model=get(completion, "model"),
+        response_id=get(completion, "id"),
+        finish_reason=get(choice, "finish_reason"),
         refusal=refusal,
-        **_chat_usage(_get(completion, "usage")),
+        **_chat_usage(get(completion, "usage")),
     )
 
 
@@ -191,38 +191,38 @@ def parse_response(response: Any) -> Answer:
     refusals: list[str] = []
     calls: list[dict[str, Any]] = []
     replay: list[dict[str, Any]] = []
-    for item in _get(response, "output", []):
-        kind = _get(item, "type")
+    for item in get(response, "output", []):
+        kind = get(item, "type")
         if kind == "message":
-            for part in _get(item, "content", []):
-                if _get(part, "type") == "output_text":
-                    texts.append(_get(part, "text", ""))
-                elif _get(part, "type") == "refusal":
-                    refusals.append(_get(part, "refusal", ""))
+            for part in get(item, "content", []):
+                if get(part, "type") == "output_text":
+                    texts.append(get(part, "text", ""))
+                elif get(part, "type") == "refusal":
+                    refusals.append(get(part, "refusal", ""))
         elif kind == "function_call":
-            calls.append({"id": _get(item, "call_id"), "type": "function",
-                          "function": {"name": _get(item, "name"),
-                                       "arguments": _get(item, "arguments", "")}})
+            calls.append({"id": get(item, "call_id"), "type": "function",
+                          "function": {"name": get(item, "name"),
+                                       "arguments": get(item, "arguments", "")}})
         elif kind == "custom_tool_call":
-            calls.append({"id": _get(item, "call_id"), "type": "custom",
-                          "custom": {"name": _get(item, "name"),
-                                     "input": _get(item, "input", "")}})
+            calls.append({"id": get(item, "call_id"), "type": "custom",
+                          "custom": {"name": get(item, "name"),
+                                     "input": get(item, "input", "")}})
         else:
-            dumped = _dump(item)
+            dumped = dump(item)
             if _replayable(dumped):
                 replay.append(dumped)
-    status = _get(response, "status")
-    incomplete = _get(_get(response, "incomplete_details"), "reason")
+    status = get(response, "status")
+    incomplete = get(get(response, "incomplete_details"), "reason")
     content = "".join(texts) if texts else ("".join(refusals) if refusals else None)
     return Answer(
         content=content,
         tool_calls=calls or None,
-        model=_get(response, "model"),
-        response_id=_get(response, "id"),
+        model=get(response, "model"),
+        response_id=get(response, "id"),
         finish_reason=incomplete or status,
         api_items=replay or None,
         refusal="".join(refusals) or None,
-        **_responses_usage(_get(response, "usage")),
+        **responses_usage(get(response, "usage")),
     )
 
 
@@ -250,29 +250,29 @@ class ChatStreamState:
     usage: Any = None
 
     def feed(self, chunk: Any) -> str | None:
-        self.model = _get(chunk, "model", self.model)
-        self.response_id = _get(chunk, "id", self.response_id)
-        self.usage = _get(chunk, "usage", self.usage)
+        self.model = get(chunk, "model", self.model)
+        self.response_id = get(chunk, "id", self.response_id)
+        self.usage = get(chunk, "usage", self.usage)
         delta_text: str | None = None
-        for choice in _get(chunk, "choices", []):
-            if _get(choice, "index", 0) != 0:
+        for choice in get(chunk, "choices", []):
+            if get(choice, "index", 0) != 0:
                 continue
-            delta = _get(choice, "delta")
-            text = _get(delta, "content")
+            delta = get(choice, "delta")
+            text = get(delta, "content")
             if text:
                 self.texts.append(text)
                 delta_text = text
-            refusal = _get(delta, "refusal")
+            refusal = get(delta, "refusal")
             if refusal:
                 self.refusals.append(refusal)
-            for call in _get(delta, "tool_calls", []):
-                partial = self.calls.setdefault(_get(call, "index", 0), _PartialCall())
-                partial.id = _get(call, "id", partial.id)
-                partial.type = _get(call, "type", partial.type)
-                function = _get(call, "function")
-                partial.name += _get(function, "name", "")
-                partial.arguments += _get(function, "arguments", "")
-            self.finish_reason = _get(choice, "finish_reason", self.finish_reason)
+            for call in get(delta, "tool_calls", []):
+                partial = self.calls.setdefault(get(call, "index", 0), _PartialCall())
+                partial.id = get(call, "id", partial.id)
+                partial.type = get(call, "type", partial.type)
+                function = get(call, "function")
+                partial.name += get(function, "name", "")
+                partial.arguments += get(function, "arguments", "")
+            self.finish_reason = get(choice, "finish_reason", self.finish_reason)
         return delta_text
 
     def answer(self) -> Answer:
@@ -307,25 +307,25 @@ class ResponsesStreamState:
     failure: str | None = None
 
     def feed(self, event: Any) -> str | None:
-        kind = _get(event, "type")
+        kind = get(event, "type")
         if kind == "response.output_text.delta":
-            delta: str = _get(event, "delta", "")
+            delta: str = get(event, "delta", "")
             self.texts.append(delta)
             return delta
         if kind in ("response.created", "response.in_progress"):
-            response = _get(event, "response")
-            self.response_id = _get(response, "id", self.response_id)
-            self.model = _get(response, "model", self.model)
-        elif kind == "response.output_item.added" and _get(
-                _get(event, "item"), "type") in ("function_call", "custom_tool_call"):
+            response = get(event, "response")
+            self.response_id = get(response, "id", self.response_id)
+            self.model = get(response, "model", self.model)
+        elif kind == "response.output_item.added" and get(
+                get(event, "item"), "type") in ("function_call", "custom_tool_call"):
             self.started_calls += 1
         elif kind in ("response.completed", "response.incomplete"):
-            self.final = _get(event, "response")
+            self.final = get(event, "response")
         elif kind == "response.failed":
-            response = _get(event, "response")
-            self.failure = str(_get(_get(response, "error"), "message", "response failed"))
+            response = get(event, "response")
+            self.failure = str(get(get(response, "error"), "message", "response failed"))
         elif kind == "error":
-            self.failure = str(_get(event, "message", "stream error"))
+            self.failure = str(get(event, "message", "stream error"))
         return None
 
     def answer(self) -> Answer:
@@ -334,6 +334,25 @@ class ResponsesStreamState:
         return Answer(content="".join(self.texts) if self.texts else None,
                       model=self.model, response_id=self.response_id, complete=False,
                       dropped_tool_calls=self.started_calls)
+
+
+#: How a compaction reads in a Chat Completions request (which cannot take its item).
+COMPACTION_HEADER = "Earlier in this conversation the user said:\n"
+
+
+def compaction_text(items: Sequence[Mapping[str, Any]]) -> str:
+    """The readable part of a compaction's output: the user messages it keeps."""
+    said = []
+    for item in items:
+        if item.get("role") != "user":
+            continue
+        content = item.get("content")
+        if isinstance(content, str):
+            said.append(content)
+        else:
+            said.extend(str(part.get("text", "")) for part in content or ()
+                        if isinstance(part, Mapping) and "text" in part)
+    return COMPACTION_HEADER + "\n".join(f"- {text}" for text in said if text)
 
 
 def tool_arguments(call: Mapping[str, Any]) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _wire
 from ._validate import Content
-from .context import Context, PruningPolicy
+from .context import Context, PruningPolicy, resolve_budget
 from .errors import ChatError, InvalidContent, ToolCallMismatch, ToolStepLimit
 from .models import Conversation, Node
 from .store import ConversationRef, Store
@@ -93,6 +93,7 @@ class Chat:
         children) or a conversation (the message goes under its current node). Extra
         keywords go to ``create()`` (``temperature``, ``tools``, ``model``…).
         """
+        self._settings(create)   # a bad model or option fails before anything is stored
         return self.reply(self._add_user(at, content, name), **create)
 
     def reply(self, node: Node, **create: Any) -> Node:
@@ -125,12 +126,14 @@ class Chat:
         if message.role != "user":
             raise InvalidContent(f"edit takes a user message, not a {message.role!r} one",
                                  conversation_id=message.conversation_id, node_id=message.id)
+        self._settings(create)
         edited = self.store.edit(message, content)
         return self.reply(edited, **create)
 
     def stream(self, at: Node | ConversationRef, content: Content, *,
                name: str | None = None, **create: Any) -> ChatStream:
         """Like ``send``, but the answer arrives as text deltas (see ``ChatStream``)."""
+        self._settings(create)
         return self.stream_reply(self._add_user(at, content, name), **create)
 
     def stream_reply(self, node: Node, **create: Any) -> ChatStream:
@@ -144,6 +147,31 @@ class Chat:
         state: _wire.ChatStreamState | _wire.ResponsesStreamState = (
             _wire.ChatStreamState() if self.api == "chat" else _wire.ResponsesStreamState())
         return ChatStream(self, node, request, context, raw, state)
+
+    # --- compaction ----------------------------------------------------------------
+
+    def compact(self, node: Node, **create: Any) -> Node:
+        """Compact the branch ending at ``node`` with OpenAI's compaction endpoint.
+
+        Sends what a request from ``node`` would send to ``responses.compact`` and
+        stores the result as a summary node under ``node``: Responses requests from
+        any branch below it then carry the compacted items instead of the history,
+        like any other summary. The compaction item is opaque, so Chat Completions
+        requests get the summary's text instead: the user messages the compaction
+        keeps. Returns the summary node.
+        """
+        model, _, reserve, options = self._settings(create)
+        context = self.store.context(
+            node, model=model, budget=self.budget, reserve_output=reserve,
+            format="responses", policy=self.policy)
+        result = self.client.responses.compact(model=model, input=context.messages, **options)
+        items = [_wire.dump(item) for item in _wire.get(result, "output", [])]
+        usage = _wire.responses_usage(_wire.get(result, "usage"))
+        return self.store.add_summary(
+            node, _wire.compaction_text(items), base=context.report.summary_id, model=model,
+            input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"],
+            api_items=items,
+            metadata={"summarizer": "openai-compaction", "response_id": _wire.get(result, "id")})
 
     # --- tools ---------------------------------------------------------------------
 
@@ -208,8 +236,12 @@ class Chat:
         return self.store.append(conversation.id, parent=conversation.current_node_id,
                                  role="user", content=content, name=name)
 
-    def _request(self, node: Node, create: Mapping[str, Any], *, stream: bool
-                 ) -> tuple[dict[str, Any], Context]:
+    def _settings(self, create: Mapping[str, Any]) -> tuple[str, Any, int, dict[str, Any]]:
+        """Model, tools, output reserve and the other create() options of one request.
+
+        Checked before a turn stores anything: an unknown model without a budget, or
+        ``stream=`` passed to ``send``, is a typed error that leaves the store as it was.
+        """
         options = dict(create)
         model = str(options.pop("model", self.model))
         tools = options.pop("tools", None)
@@ -217,6 +249,12 @@ class Chat:
             raise InvalidContent("use Chat.stream() for streaming, not stream=")
         reserve = (self.reserve_output if self.reserve_output is not None
                    else _wire.output_reserve(options))
+        resolve_budget(model, self.budget, reserve)
+        return model, tools, reserve, options
+
+    def _request(self, node: Node, create: Mapping[str, Any], *, stream: bool
+                 ) -> tuple[dict[str, Any], Context]:
+        model, tools, reserve, options = self._settings(create)
         context = self.store.context(
             node, model=model, budget=self.budget, reserve_output=reserve, tools=tools,
             format=self.api, policy=self.policy, summarizer=self.summarizer,

@@ -399,6 +399,41 @@ class Store:
             fresh.report, summarizer_calls=1, summary_created=created,
             queries=fresh.report.queries + context.report.queries + 1))
 
+    def add_summary(
+        self,
+        covered: Node,
+        content: str,
+        *,
+        base: Node | uuid.UUID | None = None,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        api_items: Sequence[Mapping[str, Any]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Node:
+        """Store a summary of the branch down to ``covered`` (made elsewhere); return it.
+
+        ``base`` is the summary this one extends (None: it covers from the root).
+        Insert-or-reuse like the summaries ``context()`` makes: if a summary already
+        hangs under ``covered``, that one is returned and nothing is written.
+        ``api_items`` holds what the Responses API should receive instead of the text
+        (an OpenAI compaction item); Chat Completions requests get ``content``.
+        """
+        if covered.kind != "message":
+            raise InvalidParent("a summary covers messages, not another summary",
+                                conversation_id=covered.conversation_id, node_id=covered.id)
+        message = self._prepare(
+            kind="summary", role="system", content=content, model=model,
+            input_tokens=input_tokens, output_tokens=output_tokens, api_items=api_items,
+            metadata=metadata)
+        base_id = None if base is None else _node_id(base)
+        with self._transaction(write=True) as conn:
+            _ops.insert_summary(conn, tenant=self.tenant, conversation_id=covered.conversation_id,
+                                covered_id=covered.id, base_id=base_id, message=message)
+            return next(node for node in _ops.children(
+                conn, tenant=self.tenant, conversation_id=covered.conversation_id,
+                node_id=covered.id) if node.kind == "summary")
+
     def redact(self, node: Node, replacement: str = "[redacted]") -> Node:
         """Replace a message's content in place (for example to erase personal data).
 
