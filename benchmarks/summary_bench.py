@@ -21,7 +21,7 @@ from ._data import texts
 
 def simulate(url: str, *, turns: int = 1_000, budget: int = 8_000, branch_every: int = 50,
              branch_turns: int = 3) -> dict[str, Any]:
-    from tests.fake_openai import FakeOpenAI
+    from convotree.testing import FakeOpenAI
 
     rng = random.Random(5)
     pool = [t for t in texts() if 20 < len(t) < 2_000]

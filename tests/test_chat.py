@@ -17,10 +17,10 @@ import pytest
 import convotree
 from convotree import Chat, ExtractiveSummarizer, Node
 from convotree.errors import InvalidContent, ToolCallMismatch, ToolStepLimit
+from convotree.testing import FakeOpenAI, Reply
 from convotree.tokens import count_messages
 
 from .conftest import table_counts
-from .fake_openai import FakeOpenAI, Reply
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "weather", "description": "Current weather in a city",

@@ -9,7 +9,8 @@ import convotree
 from convotree import errors
 
 PUBLIC = {
-    "Candidate", "Chat", "ChatStream", "Turn", "Context", "ContextReport", "Conversation", "ConvotreeError",
+    "Candidate", "Chat", "ChatStream", "Turn",
+    "Context", "ContextReport", "Conversation", "ConvotreeError",
     "DefaultPolicy", "DepthRange", "ExtractiveSummarizer", "Node", "OpenAISummarizer",
     "Summarizer", "SummaryOptions", "SummaryRequest", "SummaryResult", "PruningPolicy",
     "Selection", "Store", "Window",

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 import convotree
 from convotree import ExtractiveSummarizer, OpenAISummarizer, errors
 from convotree.summaries import SUMMARY_HEADER, SummaryRequest, SummaryResult
+from convotree.testing import FakeOpenAI
 from convotree.tokens import count_messages
 from tests import sql_audit
-from tests.fake_openai import FakeOpenAI
 from tests.helpers import call
 
 

@@ -1,7 +1,12 @@
-"""A local HTTP server that speaks the OpenAI wire format, for tests and benchmarks.
+"""A local HTTP server that speaks the OpenAI wire format, for tests, demos and benchmarks.
 
-The real ``openai`` client talks to it over HTTP on 127.0.0.1 (no patching of our
-code). It answers ``POST /v1/chat/completions`` and ``POST /v1/responses`` with JSON,
+Why it ships in the package: code built on ``convotree.Chat`` deserves tests that make
+real HTTP requests with the real ``openai`` client, without a key or a network; the
+example script uses it when ``OPENAI_API_KEY`` is not set. Standard library only;
+nothing here runs at import time.
+
+The real ``openai`` client talks to it over HTTP on 127.0.0.1 (no patching of the code
+under test). It answers ``POST /v1/chat/completions`` and ``POST /v1/responses`` with JSON,
 or with Server-Sent Events when the request says ``"stream": true`` (the usage chunk
 of Chat Completions when ``stream_options.include_usage`` is set; the
 ``response.completed`` event of Responses). It records every request body in
@@ -28,7 +33,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from convotree.tokens import count_messages, count_text
+from .tokens import count_messages, count_text
+
+__all__ = ["FakeOpenAI", "Reply"]
 
 ERRORS = {
     "400": (400, "invalid_request_error", "bad request"),
@@ -227,7 +234,7 @@ def _chat_chunks(number: int, model: str, text: str | None, reply: Reply,
         return None, {**base, "choices": [{"index": 0, "delta": delta,
                                            "finish_reason": finish, "logprobs": None}]}
 
-    events = [chunk({"role": "assistant", "content": ""})]
+    events: list[tuple[str | None, Any]] = [chunk({"role": "assistant", "content": ""})]
     events += [(None, {**c[1], "_text": True}) for c in
                (chunk({"content": piece}) for piece in _words(text))]
     for index, (cid, name, args) in enumerate(reply.tool_calls):
