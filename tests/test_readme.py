@@ -39,7 +39,7 @@ def test_reporting_sql_runs(store: convotree.Store, query: str) -> None:
     conv = store.create_conversation(title="report")
     ask = store.append(conv, role="user", content="hi")
     answer = store.append(conv, parent=ask, role="assistant", content="hello", model="gpt-4o",
-                          input_tokens=10, output_tokens=2)
+                          input_tokens=10, output_tokens=2, counted_input_tokens=9)
     statement = sa.text(query)
     params = {}
     for name in ("conversation_id", "node_id"):
