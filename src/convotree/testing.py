@@ -63,12 +63,16 @@ class Reply:
 class FakeOpenAI:
     """Start with ``with FakeOpenAI() as server:``; ``server.base_url`` for the client."""
 
-    def __init__(self, *, delay: float = 0.0, timeout_sleep: float = 3.0) -> None:
+    def __init__(self, *, delay: float = 0.0, timeout_sleep: float = 3.0,
+                 count_usage: bool = True) -> None:
         self.calls: list[dict[str, Any]] = []
         self.input_tokens = 0
         self.output_tokens = 0
         self.delay = delay
         self.timeout_sleep = timeout_sleep
+        #: False: report 0 prompt tokens instead of recounting each request (benchmarks:
+        #: the recount would cost the server more than the client's work being measured).
+        self.count_usage = count_usage
         self._failures: deque[str] = deque()
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -77,6 +81,9 @@ class FakeOpenAI:
         class Handler(BaseHTTPRequestHandler):
             # HTTP/1.1 so a stream can be chunked, and cut in the middle of a chunk.
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without TCP_NODELAY, Nagle
+            # and delayed ACKs add ~40 ms to every keep-alive request.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 return
@@ -149,7 +156,7 @@ class FakeOpenAI:
         reply = reply or Reply()
         chat = path.endswith("/chat/completions")
         model = body.get("model", "gpt-4o-mini")
-        prompt_tokens, last_text = _prompt(body, chat, model)
+        prompt_tokens, last_text = _prompt(body, chat, model, self.count_usage)
         text = reply.text if reply.text is not None else (
             None if reply.tool_calls else self._reply_text(last_text))
         completion_tokens = count_text(text or "", "o200k_base") + sum(
@@ -177,7 +184,8 @@ class FakeOpenAI:
             _send_json(handler, 200, response)
 
 
-def _prompt(body: dict[str, Any], chat: bool, model: str) -> tuple[int, str]:
+def _prompt(body: dict[str, Any], chat: bool, model: str, count: bool = True
+            ) -> tuple[int, str]:
     """Prompt tokens (by convotree's reference count) and the last text sent."""
     if chat:
         messages = body["messages"]
@@ -190,7 +198,8 @@ def _prompt(body: dict[str, Any], chat: bool, model: str) -> tuple[int, str]:
     last = messages[-1].get("content", "") if messages else ""
     if isinstance(last, list):
         last = " ".join(str(p.get("text", "")) for p in last)
-    return count_messages(messages, model=model, tools=body.get("tools")), str(last or "")
+    tokens = count_messages(messages, model=model, tools=body.get("tools")) if count else 0
+    return tokens, str(last or "")
 
 
 def _chat_completion(number: int, model: str, text: str | None, reply: Reply,
