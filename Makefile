@@ -1,5 +1,5 @@
 # The two commands a new user needs:
-#   make demo   set up a local virtual environment (first time) and run the offline demo
+#   make demo   set up a local virtual environment (first time) and run `convotree demo`
 #   make test   set up the same environment and run every check: ruff, mypy, pytest
 # Also: make bench (benchmarks), make clean.
 
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m convotree.demo
+	$(VENV)/bin/convotree demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

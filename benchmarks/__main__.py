@@ -25,7 +25,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED.is_dir():
 
 import convotree  # noqa: E402
 
-from . import append_bench, context_bench, summary_bench  # noqa: E402
+from . import append_bench, context_bench, import_bench, summary_bench  # noqa: E402
 from ._data import Pool, load_tree, texts  # noqa: E402
 from ._timing import table  # noqa: E402
 
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> str:
     shapes.append((f"bushy {args.bushy:,} spine x 9 side branches", args.bushy, 9))
     context_rows: list[list[str]] = []
     append_rows: list[list[str]] = []
+    import_rows: list[list[str]] = []
+    import_file_path = workdir / "import.jsonl"
     try:
         for backend, url in backends:
             with convotree.Store(url, create=True) as store:
@@ -103,6 +105,12 @@ def run(args: argparse.Namespace) -> str:
                 ours = append_bench.convotree_rate(store, sample, args.appends)
                 raw = append_bench.raw_rate(store, sample, args.appends)
                 append_rows.append([backend, fmt(ours, 0), fmt(raw, 0), fmt(raw / ours)])
+                if not import_file_path.exists():
+                    import_bench.write_file(import_file_path, texts(), args.imports)
+                count, rate = import_bench.measure(url, import_file_path)
+                import_rows.append([backend, fmt(count, 0), fmt(rate, 0)])
+                print(f"[{backend}] imported {count:,} messages at {rate:,.0f}/s",
+                      file=sys.stderr)
     finally:
         if pg:
             pg[1].dispose()
@@ -140,7 +148,11 @@ def run(args: argparse.Namespace) -> str:
                    "deep/shallow", "deep/first full"], depth_rows),
             "", "## Append throughput (one writer, a commit per message)", "",
             table(["backend", "convotree msg/s", "raw INSERT msg/s", "raw/convotree"],
-                  append_rows), ""]
+                  append_rows), "",
+            f"## Import throughput (OASST flat rows, trees of {import_bench.TREE_SIZE})", "",
+            "`convotree.interchange.import_file`: validation, tokens counted once, one "
+            "transaction and batched inserts per tree.", "",
+            table(["backend", "messages", "messages/s"], import_rows), ""]
     if not args.no_summaries:
         out += summaries_section(args, workdir)
     return "\n".join(out)
@@ -184,6 +196,8 @@ def main() -> int:
     parser.add_argument("--bushy", type=int, default=2_000, help="spine length of the bushy tree")
     parser.add_argument("--repeat", type=int, default=101)
     parser.add_argument("--appends", type=int, default=2_000)
+    parser.add_argument("--imports", type=int, default=100_000,
+                        help="messages in the generated import file")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive assembler")
     parser.add_argument("--no-summaries", action="store_true",
                         help="skip the summary simulation")
@@ -193,7 +207,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.depths, args.budgets, args.bushy = [100, 1000], [4000, 16000], 200
-        args.repeat, args.appends = 5, 200
+        args.repeat, args.appends, args.imports = 5, 200, 2_000
     report = run(args)
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -70,3 +70,16 @@ def test_installed_wheel_migrates_an_empty_database(wheel_python: Path,
     assert {"convotree_conversations", "convotree_nodes", "convotree_alembic_version"} <= set(
         result["tables"])
     assert result["path"] == ["hello"]
+
+
+@pytest.mark.slow
+def test_installed_console_script_runs_the_demo(wheel_python: Path, tmp_path: Path) -> None:
+    """The console script and the bundled demo data are in the wheel, not only the checkout."""
+    script = wheel_python.parent / "convotree"
+    done = subprocess.run([str(script), "demo", "--db", str(tmp_path / "demo.db")], cwd="/",
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Lisbon trip for two" in done.stdout and "summary reused" in done.stdout
+    listed = subprocess.run([str(script), "ls", "--url", f"sqlite:///{tmp_path / 'demo.db'}",
+                             "--json"], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(listed.stdout)[0]["title"] == "Lisbon trip for two"

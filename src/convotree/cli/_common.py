@@ -1,0 +1,129 @@
+"""What every command shares: the database option, opening the store, consoles, errors.
+
+The database is ``--url``, else ``$CONVOTREE_URL``, else the user's default database:
+``$XDG_DATA_HOME/convotree/convotree.db`` (``~/.local/share/convotree/convotree.db``),
+the file ``convotree demo`` fills, so that the commands it prints work as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ..errors import SchemaOutOfDate
+from ..store import Store
+
+__all__ = [
+    "CliError",
+    "Subparsers",
+    "add_db_options",
+    "console",
+    "default_db_path",
+    "default_url",
+    "err_console",
+    "open_store",
+    "print_json",
+    "resolve_url",
+]
+
+URL_ENV = "CONVOTREE_URL"
+
+#: What ``register(subparsers)`` receives (argparse's private class, typed).
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class CliError(Exception):
+    """An operational failure: printed as one line on stderr, exit status 1."""
+
+
+def default_db_path() -> Path:
+    """``$XDG_DATA_HOME/convotree/convotree.db``, the XDG default being ~/.local/share."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "convotree" / "convotree.db"
+
+
+def default_url() -> str:
+    return f"sqlite:///{default_db_path()}"
+
+
+def add_db_options(parser: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--tenant``, on every command that opens the database."""
+    group = parser.add_argument_group("database")
+    group.add_argument(
+        "--url", metavar="URL",
+        help=f"SQLAlchemy URL of the database (default: ${URL_ENV}, else "
+             f"sqlite:///{default_db_path()})")
+    group.add_argument("--tenant", default="", metavar="NAME",
+                       help="the tenant whose conversations to use (default: '')")
+
+
+def resolve_url(args: argparse.Namespace, *, must_exist: bool = False) -> str:
+    """The database URL; with ``must_exist``, a missing SQLite file is an error (opening
+    it would leave an empty file behind)."""
+    url: str = args.url or os.environ.get(URL_ENV) or default_url()
+    try:
+        make_url(url)
+    except ArgumentError as exc:
+        raise CliError(f"not a database URL: {url!r}") from exc
+    path = _sqlite_file(url)
+    if must_exist and path is not None and not path.exists():
+        raise CliError(f"no database at {path}: run `convotree demo` to make one, or "
+                       "`convotree db upgrade` to create an empty one")
+    return url
+
+
+def _sqlite_file(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database or "")
+
+
+@contextmanager
+def open_store(args: argparse.Namespace, *, create: bool = False) -> Iterator[Store]:
+    """The store the command works on.
+
+    Without ``create``, a missing SQLite file is an error (opening it would leave an
+    empty file behind) and a database without the schema gets the command that fixes it.
+    """
+    url = resolve_url(args, must_exist=not create)
+    path = _sqlite_file(url)
+    if create and path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        store = Store(url, tenant=args.tenant, create=create)
+    except SchemaOutOfDate as exc:
+        raise CliError(f"{cli_hint(exc)}") from exc
+    with store:
+        yield store
+
+
+def cli_hint(exc: SchemaOutOfDate) -> str:
+    """The store's message, with the fix said as the command-line user types it."""
+    first = str(exc).split(";")[0]
+    return f"{first}; run `convotree db upgrade`"
+
+
+def console(args: argparse.Namespace | None = None) -> Console:
+    """Standard output. Plain text when it is not a terminal (pipes and tests get no
+    ANSI codes); rich honours NO_COLOR, FORCE_COLOR and COLUMNS."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout, never styled (scripts parse it)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -1,0 +1,42 @@
+"""Reading import files: whole JSON documents, or JSON Lines one line at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import InvalidImport
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """The file's JSON value, or ``InvalidImport`` saying where it stops being JSON.
+
+    A file that is not JSON at all (truncated, a different format) fails as a whole:
+    nothing in it can be trusted to be complete, so nothing is written.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise InvalidImport(f"{os.fspath(path)} is not valid JSON: {exc.msg} at line "
+                            f"{exc.lineno} column {exc.colno}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidImport(f"{os.fspath(path)} is not UTF-8 text: {exc}") from exc
+
+
+def json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any | InvalidImport]]:
+    """``(line number, value)`` for every non-blank line; a bad line gives its error.
+
+    Streams: only one line is in memory at a time.
+    """
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, InvalidImport(f"line {number} is not valid JSON: {exc.msg} at "
+                                            f"column {exc.colno}")

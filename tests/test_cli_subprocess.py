@@ -1,0 +1,100 @@
+"""The installed ``convotree`` console script, as a user runs it: a real process, its
+exit status, and plain text (no ANSI codes) when its output is a pipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convotree
+from convotree.cli._resolve import short
+from tests.test_cli_support import build_lisbon
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(sys.executable).parent / "convotree"
+
+
+def convotree_cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    variables = {k: v for k, v in os.environ.items()
+                 if k not in ("FORCE_COLOR", "NO_COLOR", "COLUMNS")}
+    variables.update(CONVOTREE_URL=db_url, XDG_DATA_HOME=str(tmp_path / "xdg"))
+    return variables
+
+
+@pytest.fixture
+def lisbon(db_url: str) -> dict[str, Any]:
+    tenant = f"proc-{uuid.uuid4().hex}"
+    with convotree.Store(db_url, tenant=tenant) as store:
+        return {**build_lisbon(store), "tenant": tenant}
+
+
+def test_script_is_installed() -> None:
+    assert SCRIPT.is_file(), "pip install -e . installs the console script"
+
+
+def test_browse_through_a_pipe(env: dict[str, str], lisbon: dict[str, Any]) -> None:
+    tenant = ["--tenant", lisbon["tenant"]]
+    listing = convotree_cli("ls", *tenant, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "Lisbon [plan]" in listing.stdout and "\x1b" not in listing.stdout
+    tree = convotree_cli("show", short(lisbon["conv"].id), "--tree", *tenant, env=env)
+    assert tree.returncode == 0 and "◀ current" in tree.stdout and "\x1b" not in tree.stdout
+    assert max(len(line) for line in tree.stdout.splitlines()) <= 80  # rich's pipe width
+    context = convotree_cli("context", short(lisbon["conv"].id), "-m", "gpt-4o", "--json",
+                            *tenant, env=env)
+    assert json.loads(context.stdout)["messages"][-1]["content"] == "Add a food tour"
+    report = convotree_cli("report", "--json", *tenant, env=env)
+    assert json.loads(report.stdout)["totals"]["messages"] == 7
+
+
+def test_errors_are_one_line_with_status_1(env: dict[str, str], tmp_path: Path) -> None:
+    missing = convotree_cli("show", str(uuid.uuid4()), env=env)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.startswith("convotree: error: ") and missing.stderr.count("\n") == 1
+    bad = convotree_cli("ls", "--url", "nonsense", env=env)
+    assert bad.returncode == 1 and "not a database URL" in bad.stderr
+    down = convotree_cli("ls", "--url", "postgresql://nobody@127.0.0.1:1/x", env=env)
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+
+
+def test_usage_error_status_2(env: dict[str, str]) -> None:
+    result = convotree_cli("context", "abcd", env=env)
+    assert result.returncode == 2 and "--model" in result.stderr
+
+
+def test_demo_then_default_database(env: dict[str, str], tmp_path: Path) -> None:
+    del env["CONVOTREE_URL"]
+    demo = convotree_cli("demo", env=env)
+    assert demo.returncode == 0, demo.stderr
+    assert str(tmp_path / "xdg" / "convotree" / "convotree.db") in demo.stdout
+    assert "Lisbon trip for two" in convotree_cli("ls", env=env).stdout
+
+
+def test_python_dash_m_convotree_demo(tmp_path: Path, env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "convotree.demo", "demo.db"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "demo.db").is_file()
+
+
+def test_import_convotree_stays_cheap() -> None:
+    code = ("import sys, convotree; "
+            "print(sorted(m for m in sys.modules if m.startswith(('rich', 'convotree.cli', "
+            "'convotree.interchange', 'convotree.reporting'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

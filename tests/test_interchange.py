@@ -1,0 +1,430 @@
+"""Import and export of chat histories on both backends, with the real export files.
+
+Real files come from /work/shared/data (attribution in its README); the branching
+fixtures in tests/fixtures/interchange are hand-written.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convotree
+from convotree import errors
+from convotree.interchange import FORMATS, export_conversation, import_file
+from tests.conftest import table_counts
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FIX = Path(__file__).resolve().parent / "fixtures" / "interchange"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not beside the checkout")
+
+
+def key(node: convotree.Node) -> str:
+    meta = node.metadata or {}
+    return str(meta.get("source_id", node.id))
+
+
+def shape(store: convotree.Store, conversation: uuid.UUID) -> dict[str, Any]:
+    """Everything about a tree that an import must reproduce, by source id."""
+    tree = store.tree(conversation)
+    by_id = {node.id: node for node in tree}
+    current = store.current(conversation)
+    return {
+        "edges": sorted((key(n), key(by_id[n.parent_id]) if n.parent_id else None)
+                        for n in tree),
+        "roles": sorted((key(n), n.role) for n in tree),
+        "texts": sorted((key(n), n.content or "") for n in tree),
+        "roots": sorted(key(n) for n in store.roots(conversation)),
+        "leaves": sorted(key(n) for n in store.leaves(conversation)),
+        "current": [key(n) for n in store.path(current)] if current else [],
+    }
+
+
+def fresh(store: convotree.Store) -> convotree.Store:
+    """Another tenant on the same database: derived ids differ, nothing collides."""
+    return convotree.Store(store.engine, tenant=f"t-{uuid.uuid4().hex[:8]}")
+
+
+def roundtrip(store: convotree.Store, conversation: uuid.UUID, fmt: str, tmp_path: Path
+              ) -> tuple[convotree.Store, uuid.UUID]:
+    exported = export_conversation(store, conversation, fmt)
+    path = tmp_path / f"export.{fmt}"
+    if fmt == "oasst":
+        path.write_text(json.dumps(exported) + "\n")
+    else:
+        path.write_text(json.dumps(exported))
+    other = fresh(store)
+    result = import_file(other, path, fmt)
+    assert (result.imported, result.failed) == (1, 0), result.failures
+    return other, result.conversation_ids[0]
+
+
+# --- real files ------------------------------------------------------------------------
+
+
+@needs_data
+def test_chatgpt_real_branching_example(store: convotree.Store, tmp_path: Path) -> None:
+    result = import_file(store, DATA / "chatgpt_export" /
+                         "chatgpt-export-parser__example-conversation.json", "chatgpt")
+    assert (result.imported, result.failed, result.nodes) == (1, 0, 6)
+    cid = result.conversation_ids[0]
+    got = shape(store, cid)
+    assert got["roots"] == ["msg-1"]
+    assert got["leaves"] == ["msg-5", "msg-6"]
+    assert ("msg-4", "msg-3") in got["edges"] and ("msg-5", "msg-3") in got["edges"]
+    assert got["current"] == ["msg-1", "msg-2", "msg-3", "msg-4", "msg-6"]
+    conv = store.get_conversation(cid)
+    assert conv.title == "Sample conversation with branch"
+    assert conv.created_at.isoformat() == "2024-01-01T00:00:00+00:00"
+    assert store.node(cid, conv.current_node_id).model == "gpt-4"  # type: ignore[arg-type]
+    other, again = roundtrip(store, cid, "chatgpt", tmp_path)
+    assert shape(other, again) == got
+
+
+@needs_data
+def test_chatgpt_real_linear_skips_hidden(store: convotree.Store) -> None:
+    result = import_file(store, DATA / "chatgpt_export" / "openwebui-importer__gpt_example.json",
+                         "chatgpt")
+    assert (result.imported, result.nodes) == (1, 10)
+    cid = result.conversation_ids[0]
+    got = shape(store, cid)
+    assert got["roots"] == ["4a718348-3eb5-4e00-a464-38417f6cb252"]  # hidden ones re-linked
+    assert len(got["current"]) == 10 and got["leaves"] == [got["current"][-1]]
+    conv = store.get_conversation(cid)
+    skipped = conv.metadata["skipped"]  # type: ignore[index]
+    assert [s["id"] for s in skipped] == ["e5529cf9-c042-40ea-aba9-f90efa479c28",
+                                          "a021bc5d-b3f2-4120-a182-c00058472c7b"]
+    models = {n.model for n in store.tree(cid) if n.role == "assistant"}
+    assert models == {"gpt-4o"}
+    assert all(n.created_at.tzinfo is not None for n in store.tree(cid))
+
+
+@needs_data
+def test_openwebui_real_file(store: convotree.Store, tmp_path: Path) -> None:
+    result = import_file(store, DATA / "openwebui" / "openwebui-importer__webui-json.json",
+                         "openwebui")
+    assert (result.imported, result.nodes) == (1, 2)
+    cid = result.conversation_ids[0]
+    got = shape(store, cid)
+    assert got["current"] == ["5ae90291-abf9-453f-9f7d-78f3753af40c",
+                              "a9436447-add3-4bd8-a25f-6ce54b73903c"]
+    answer = store.current(cid)
+    assert answer is not None and answer.model == "deepseek/deepseek-chat:free"
+    assert (answer.input_tokens, answer.output_tokens) == (26, 310)
+    other, again = roundtrip(store, cid, "openwebui", tmp_path)
+    assert shape(other, again) == got
+
+
+@needs_data
+def test_oasst2_real_file(store: convotree.Store, tmp_path: Path) -> None:
+    other = fresh(store)
+    seen: list[int] = []
+    result = import_file(other, DATA / "oasst2" / "oasst2_filtered.jsonl", "oasst",
+                         on_progress=seen.append)
+    assert (result.imported, result.skipped, result.failed) == (520, 31, 0)
+    assert result.nodes == 1500
+    assert seen[-1] == 551 and seen == sorted(seen)
+    leaves = branching = deleted = 0
+    langs: set[str] = set()
+    for cid in result.conversation_ids:
+        tree = other.tree(cid)
+        leaves += len(other.leaves(cid))
+        assert len(other.roots(cid)) == 1
+        parents = [n.parent_id for n in tree if n.parent_id]
+        branching += len(parents) != len(set(parents))
+        deleted += sum(bool(n.metadata and n.metadata["oasst"]["deleted"]) for n in tree)
+        langs |= {n.metadata["oasst"]["lang"] for n in tree if n.metadata}
+        assert {n.role for n in tree} <= {"user", "assistant"}
+    assert (leaves, branching, deleted, len(langs)) == (953, 111, 52, 32)
+    again = import_file(other, DATA / "oasst2" / "oasst2_filtered.jsonl", "oasst")
+    assert (again.imported, again.skipped, again.nodes) == (0, 551, 0)
+    # One branching tree through the tree-shape export and back.
+    cid = next(c for c in result.conversation_ids if len(other.leaves(c)) > 2)
+    third, back = roundtrip(other, cid, "oasst", tmp_path)
+    assert shape(third, back) == shape(other, cid)
+
+
+# --- branching fixtures ------------------------------------------------------------------
+
+
+def test_chatgpt_branches_edits_and_regenerations(store: convotree.Store, tmp_path: Path
+                                                  ) -> None:
+    result = import_file(store, FIX / "chatgpt_branching.json", "chatgpt")
+    assert (result.imported, result.nodes) == (2, 9)
+    cid = result.conversation_ids[0]
+    got = shape(store, cid)
+    assert got["roots"] == ["q1"]
+    assert got["leaves"] == ["a2", "a2r", "a3"]
+    assert got["current"] == ["q1", "a1", "q2", "a2"]  # not the latest branch
+    image = next(n for n in store.tree(cid) if key(n) == "a3")
+    assert image.content == "Gulbenkian on day two."
+    assert image.metadata["chatgpt"]["content"]["content_type"] == "multimodal_text"  # type: ignore[index]
+    q1 = next(n for n in store.tree(cid) if key(n) == "q1")
+    assert q1.created_at.timestamp() == 1704067200.5
+    for fmt in ("chatgpt", "librechat", "openwebui"):  # native: see the native tests
+        other, again = roundtrip(store, cid, fmt, tmp_path)
+        expected = dict(got)
+        if fmt == "librechat":  # LibreChat has no current node: the latest leaf
+            expected["current"] = ["q1", "a1", "q2e", "a3"]
+        assert shape(other, again) == expected, fmt
+    exported = export_conversation(store, cid, "chatgpt")
+    assert exported["mapping"]["a3"]["message"]["content"]["parts"][0]["asset_pointer"] == \
+        "file-service://file-abc"
+
+
+@pytest.mark.parametrize("name", ["librechat_flat.json", "librechat_nested.json"])
+def test_librechat_flat_and_nested(store: convotree.Store, tmp_path: Path, name: str) -> None:
+    tenant_store = fresh(store)
+    result = import_file(tenant_store, FIX / name, "librechat")
+    assert (result.imported, result.nodes) == (1, 5)
+    cid = result.conversation_ids[0]
+    got = shape(tenant_store, cid)
+    assert got["edges"] == [("b1", "u1"), ("b2", "u1"), ("b3", "u2"), ("u1", None),
+                            ("u2", "b1")]
+    assert got["leaves"] == ["b2", "b3"]
+    assert got["current"] == ["u1", "b1", "u2", "b3"]
+    other, again = roundtrip(tenant_store, cid, "librechat", tmp_path)
+    assert shape(other, again) == got
+
+
+def test_openwebui_current_on_older_branch(store: convotree.Store, tmp_path: Path) -> None:
+    result = import_file(store, FIX / "openwebui_branching.json", "openwebui")
+    cid = result.conversation_ids[0]
+    got = shape(store, cid)
+    assert got["leaves"] == ["w3", "w5"]
+    assert got["current"] == ["w1", "w2", "w4", "w5"]
+    exported = export_conversation(store, cid, "openwebui")
+    assert exported["chat"]["history"]["currentId"] == "w5"
+    assert [m["id"] for m in exported["chat"]["messages"]] == ["w1", "w2", "w4", "w5"]
+    assert exported["chat"]["history"]["messages"]["w1"]["childrenIds"] == ["w2", "w3"]
+    other, again = roundtrip(store, cid, "openwebui", tmp_path)
+    assert shape(other, again) == got
+
+
+def test_oasst_flat_rows_with_a_branch(store: convotree.Store, tmp_path: Path) -> None:
+    tenant_store = fresh(store)
+    result = import_file(tenant_store, FIX / "oasst_flat.jsonl", "oasst")
+    assert (result.imported, result.nodes) == (2, 7)
+    cid = result.conversation_ids[0]
+    got = shape(tenant_store, cid)
+    assert got["leaves"] == ["t1-a2", "t1-fa"]
+    assert got["current"] == ["t1-p", "t1-a1", "t1-f", "t1-fa"]  # best-ranked replies
+    assert tenant_store.get_conversation(cid).title == "Why is the sky blue?"
+    other, again = roundtrip(tenant_store, cid, "oasst", tmp_path)
+    assert shape(other, again) == got
+
+
+def test_oasst_flat_rows_of_trees_interleaved(store: convotree.Store, tmp_path: Path) -> None:
+    lines = (FIX / "oasst_flat.jsonl").read_text().splitlines()
+    path = tmp_path / "split.jsonl"
+    path.write_text("\n".join([lines[6], *lines[:2], lines[5], *lines[2:5]]) + "\n")
+    tenant_store = fresh(store)
+    result = import_file(tenant_store, path, "oasst")
+    assert (result.imported, result.failed, result.nodes) == (2, 0, 7)
+    assert [len(tenant_store.tree(c)) for c in result.conversation_ids] == [2, 5]
+
+
+def test_openai_messages_with_tools(store: convotree.Store, tmp_path: Path) -> None:
+    tenant_store = fresh(store)
+    result = import_file(tenant_store, FIX / "openai_tools.json", "openai")
+    assert (result.imported, result.nodes) == (1, 5)
+    cid = result.conversation_ids[0]
+    exported = export_conversation(tenant_store, cid, "openai")
+    assert exported == json.loads((FIX / "openai_tools.json").read_text())
+    again = import_file(tenant_store, FIX / "openai_tools.json", "openai")
+    assert (again.imported, again.skipped) == (0, 1)
+
+
+# --- native -------------------------------------------------------------------------------
+
+
+def _rich_conversation(store: convotree.Store) -> uuid.UUID:
+    conv = store.create_conversation(title="rich", metadata={"user": "u1"})
+    root = store.append(conv, role="system", content="Be brief.", pinned=True)
+    ask = store.append(conv, parent=root, role="user",
+                       content=[{"type": "text", "text": "Hi"}], metadata={"k": [1, 2.5]})
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    tool = store.append(conv, parent=ask, role="assistant", tool_calls=[call],
+                        model="gpt-4o", input_tokens=10, output_tokens=3)
+    result = store.append(conv, parent=tool, role="tool", tool_call_id="c1", content="ok")
+    store.append(conv, parent=result, role="assistant", content="Done", name="bot")
+    store.edit(ask, "Hello again", set_current=False)
+    return conv.id
+
+
+def test_native_lossless_into_a_fresh_database(store: convotree.Store, empty_db_url: str,
+                                               tmp_path: Path) -> None:
+    cid = _rich_conversation(store)
+    from convotree.summaries import ExtractiveSummarizer
+    leaf = store.current(cid)
+    assert leaf is not None
+    store.context(leaf, model="gpt-4o", budget=30, summarizer=ExtractiveSummarizer())
+    first = export_conversation(store, cid, "native")
+    assert any(n["kind"] == "summary" for n in first["nodes"])
+    path = tmp_path / "backup.json"
+    path.write_text(json.dumps(first))
+    convotree.migrate(empty_db_url)
+    with convotree.Store(empty_db_url) as other:
+        result = import_file(other, path, "native")
+        assert (result.imported, result.conversation_ids) == (1, [cid])
+        assert export_conversation(other, cid, "native") == first
+        before = table_counts(other)
+        again = import_file(other, path, "native")
+        assert (again.imported, again.skipped, again.nodes) == (0, 1, 0)
+        assert table_counts(other) == before
+
+
+def test_native_columns_follow_the_schema(store: convotree.Store) -> None:
+    from convotree._schema import conversations, nodes
+    exported = export_conversation(store, _rich_conversation(store), "native")
+    assert set(exported["conversation"]) == {c.name for c in conversations.c}
+    assert set(exported["nodes"][0]) == {c.name for c in nodes.c} - {"conversation_id"}
+
+
+def test_native_unknown_column_is_refused(store: convotree.Store, tmp_path: Path) -> None:
+    exported = export_conversation(store, _rich_conversation(store), "native")
+    exported["conversation"]["id"] = str(uuid.uuid4())
+    exported["nodes"][1]["from_the_future"] = 1
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(exported))
+    before = table_counts(store)
+    result = import_file(store, path, "native")
+    assert result.failed == 1 and "from_the_future" in result.failures[0].reason
+    assert table_counts(store) == before
+
+
+def test_native_id_of_another_tenant_is_not_touched(store: convotree.Store, tmp_path: Path
+                                                    ) -> None:
+    cid = _rich_conversation(store)
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps(export_conversation(store, cid, "native")))
+    before = table_counts(store)
+    result = import_file(fresh(store), path, "native")
+    assert result.failed == 1 and "already taken" in result.failures[0].reason
+    assert table_counts(store) == before
+
+
+# --- broken files -----------------------------------------------------------------------
+
+
+def _chatgpt(mapping_edit: Any) -> list[dict[str, Any]]:
+    data = json.loads((FIX / "chatgpt_branching.json").read_text())
+    mapping_edit(data[0]["mapping"])
+    return data
+
+
+def _owui(edit: Any) -> list[dict[str, Any]]:
+    data = json.loads((FIX / "openwebui_branching.json").read_text())
+    second = json.loads(json.dumps(data[0]))
+    second["id"] = "owui-2"
+    edit(data[0]["chat"]["history"]["messages"])
+    return [data[0], second]
+
+
+def _librechat(edit: Any) -> list[dict[str, Any]]:
+    data = json.loads((FIX / "librechat_flat.json").read_text())
+    good = json.loads(json.dumps(data))
+    good["conversationId"] = "lc-good"
+    edit({m["messageId"]: m for m in data["messages"]})
+    return [data, good]
+
+
+def _set(path: list[str], value: Any) -> Any:
+    def edit(messages: dict[str, Any]) -> None:
+        target = messages
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+    return edit
+
+
+BROKEN: list[tuple[str, str, Any, str]] = [
+    ("chatgpt", "cycle", lambda: _chatgpt(_set(["q1", "parent"], "a2")), "cycle"),
+    ("chatgpt", "missing parent", lambda: _chatgpt(_set(["q2", "parent"], "nope")), "nope"),
+    ("chatgpt", "unknown role", lambda: _chatgpt(_set(["a1", "message", "author", "role"],
+                                                      "critic")), "critic"),
+    ("openwebui", "cycle", lambda: _owui(_set(["w1", "parentId"], "w5")), "cycle"),
+    ("openwebui", "missing parent", lambda: _owui(_set(["w4", "parentId"], "nope")), "nope"),
+    ("openwebui", "unknown role", lambda: _owui(_set(["w2", "role"], "robot")), "robot"),
+    ("librechat", "cycle", lambda: _librechat(_set(["u1", "parentMessageId"], "b3")), "cycle"),
+    ("librechat", "missing parent", lambda: _librechat(_set(["u2", "parentMessageId"], "zz")),
+     "zz"),
+    ("librechat", "bad type", lambda: _librechat(_set(["b2", "text"], 42)), "'text'"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "what", "make", "needle"), BROKEN,
+                         ids=[f"{b[0]}-{b[1]}" for b in BROKEN])
+def test_broken_conversation_fails_alone(store: convotree.Store, tmp_path: Path, fmt: str,
+                                         what: str, make: Any, needle: str) -> None:
+    tenant_store = fresh(store)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(make()))
+    before = table_counts(tenant_store)
+    result = import_file(tenant_store, path, fmt)
+    assert result.failed == 1 and result.imported == 1, result
+    failure = result.failures[0]
+    assert failure.source.startswith(("conversation 1", "chat 1")), failure
+    assert needle in failure.reason, failure
+    conversations, nodes, _ = table_counts(tenant_store)
+    written = sum(len(tenant_store.tree(c)) for c in result.conversation_ids)
+    assert (conversations, nodes) == (before[0] + 1, before[1] + written)
+
+
+@pytest.mark.parametrize("fmt", ["chatgpt", "openwebui", "librechat", "native", "openai"])
+def test_truncated_json_fails_the_whole_file(store: convotree.Store, tmp_path: Path,
+                                             fmt: str) -> None:
+    path = tmp_path / "cut.json"
+    path.write_text((FIX / "chatgpt_branching.json").read_text()[:500])
+    before = table_counts(store)
+    with pytest.raises(errors.InvalidImport, match="not valid JSON"):
+        import_file(store, path, fmt)
+    assert table_counts(store) == before
+
+
+def test_oasst_bad_lines_fail_only_their_tree(store: convotree.Store, tmp_path: Path) -> None:
+    lines = (FIX / "oasst_flat.jsonl").read_text().splitlines()
+    bad_role = json.loads(lines[6])
+    bad_role["role"] = "moderator"
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join([*lines[:5], lines[5][:40], lines[5], json.dumps(bad_role)]))
+    tenant_store = fresh(store)
+    result = import_file(tenant_store, path, "oasst")
+    assert (result.imported, result.failed) == (1, 2)
+    assert result.failures[0].source == "line 6"
+    assert "moderator" in result.failures[1].reason and "t2-p" in result.failures[1].source
+    cycle = [json.loads(line) for line in lines[:5]]
+    cycle[1]["parent_id"] = "t1-fa"
+    path.write_text("\n".join(json.dumps(r) for r in cycle))
+    result = import_file(fresh(store), path, "oasst")
+    assert result.failed == 1 and "cycle" in result.failures[0].reason
+
+
+def test_openai_tool_pairing_is_checked(store: convotree.Store, tmp_path: Path) -> None:
+    messages = json.loads((FIX / "openai_tools.json").read_text())
+    del messages[3]
+    path = tmp_path / "unpaired.json"
+    path.write_text(json.dumps(messages))
+    before = table_counts(store)
+    result = import_file(store, path, "openai")
+    assert result.failed == 1 and "ToolCallMismatch" in result.failures[0].reason
+    assert "message '3'" in result.failures[0].reason
+    assert table_counts(store) == before
+
+
+def test_unknown_format(store: convotree.Store) -> None:
+    with pytest.raises(errors.UnknownFormat):
+        import_file(store, FIX / "openai_tools.json", "csv")
+    with pytest.raises(errors.UnknownFormat):
+        export_conversation(store, uuid.uuid4(), "csv")
+    assert "native" in FORMATS
+
+
+def test_oasst_export_refuses_what_it_cannot_hold(store: convotree.Store) -> None:
+    cid = _rich_conversation(store)
+    with pytest.raises(errors.NotExportable):
+        export_conversation(store, cid, "oasst")
