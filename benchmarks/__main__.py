@@ -25,7 +25,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED.is_dir():
 
 import convotree  # noqa: E402
 
-from . import append_bench, context_bench, import_bench, summary_bench  # noqa: E402
+from . import append_bench, chat_bench, context_bench, import_bench, summary_bench  # noqa: E402
 from ._data import Pool, load_tree, texts  # noqa: E402
 from ._timing import table  # noqa: E402
 
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> str:
     context_rows: list[list[str]] = []
     append_rows: list[list[str]] = []
     import_rows: list[list[str]] = []
+    chat_rows: list[list[str]] = []
     import_file_path = workdir / "import.jsonl"
     try:
         for backend, url in backends:
@@ -111,6 +112,11 @@ def run(args: argparse.Namespace) -> str:
                 import_rows.append([backend, fmt(count, 0), fmt(rate, 0)])
                 print(f"[{backend}] imported {count:,} messages at {rate:,.0f}/s",
                       file=sys.stderr)
+                turn = chat_bench.measure(url, history=100 if args.quick else 400,
+                                          repeat=10 if args.quick else 50)
+                chat_rows.append([backend, fmt(turn["context_tokens"], 0),
+                                  fmt(turn["raw_ms"]), fmt(turn["turn_ms"]),
+                                  fmt(turn["overhead_ms"])])
     finally:
         if pg:
             pg[1].dispose()
@@ -152,7 +158,15 @@ def run(args: argparse.Namespace) -> str:
             f"## Import throughput (OASST flat rows, trees of {import_bench.TREE_SIZE})", "",
             "`convotree.interchange.import_file`: validation, tokens counted once, one "
             "transaction and batched inserts per tree.", "",
-            table(["backend", "messages", "messages/s"], import_rows), ""]
+            table(["backend", "messages", "messages/s"], import_rows), "",
+            "## A chat turn: what `Chat.send` adds to the HTTP call", "",
+            "Same local fake OpenAI server (real HTTP) for both; `Chat.send` stores the "
+            f"question, assembles the context (8k budget, {100 if args.quick else 400} "
+            "prior turns), calls the API "
+            "and stores the answer with its usage; raw is `chat.completions.create` with "
+            "the same messages. Medians, alternating runs.", "",
+            table(["backend", "context tokens", "raw call ms", "Chat.send ms",
+                   "convotree ms/turn"], chat_rows), ""]
     if not args.no_summaries:
         out += summaries_section(args, workdir)
     return "\n".join(out)
