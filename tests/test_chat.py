@@ -8,6 +8,7 @@ and on what the store holds afterwards, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,8 +67,7 @@ def test_twenty_turn_chat_sends_the_branch_and_records_usage(
         body = server.bodies[-1]
         path = store.path(answer)
         # Exactly the branch up to the question was sent, in order, nothing else.
-        assert body["messages"] == chat_messages(path[:-1])
-        assert body["model"] == "gpt-4o-mini"
+        assert body == {"model": "gpt-4o-mini", "messages": chat_messages(path[:-1])}
         assert answer.content == f"Notes: Question number {turn}: what is {turn} squared?"
         assert answer.model == "gpt-4o-mini-2024-07-18"
         assert answer.response_id == f"chatcmpl-{turn + 1}"
@@ -89,14 +89,13 @@ def test_responses_api_sends_items_with_store_false(
     store.append(conv, role="developer", content="Answer in French.")
     a1 = chat.send(conv, "Hello")
     a2 = chat.send(a1, "And goodbye?", temperature=0.2)
-    body = server.bodies[-1]
-    assert body["store"] is False and body["temperature"] == 0.2
-    assert body["input"] == [
+    assert server.bodies[-1] == {"model": "gpt-4o-mini", "store": False, "temperature": 0.2,
+                                 "input": [
         {"role": "developer", "content": "Answer in French."},
         {"role": "user", "content": "Hello"},
         {"role": "assistant", "content": "Notes: Hello"},
         {"role": "user", "content": "And goodbye?"},
-    ]
+    ]}
     assert a2.response_id == "resp_2" and a2.finish_reason == "completed"
     assert a2.input_tokens == a2.counted_input_tokens
 
@@ -227,9 +226,7 @@ def test_stream_cut_halfway_stores_what_arrived_once(
     assert node.input_tokens is None and node.finish_reason is None
     assert stream.turn is not None and stream.turn.incomplete
     stream.close()      # closing again stores nothing more
-    _, nodes, _ = table_counts(store)
     assert len(store.tree(conv)) == 2
-    assert nodes >= 2
     # The incomplete answer is part of the branch; a retry is a regenerate.
     again = chat.regenerate(node)
     assert again.parent_id == node.parent_id and again.metadata == {"api": api}
@@ -317,16 +314,38 @@ def test_tool_round_trip_responses_with_reasoning(
     # Tools are sent in the Responses shape; include passes through.
     assert first["tools"] == [{"type": "function", **WEATHER_TOOL["function"]}]
     assert second["include"] == ["reasoning.encrypted_content"]
+    # The turn with encrypted reasoning goes back exactly as the API returned it, ids
+    # included (the API pairs a reasoning item with the item after it).
+    output = [
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-encrypted"},
+        {"type": "function_call", "id": "fc_call_1", "call_id": "call_1", "name": "weather",
+         "arguments": '{"city": "Lisbon"}', "status": "completed"},
+    ]
     assert second["input"][1:] == [
-        {"id": "rs_1", "summary": [], "type": "reasoning", "encrypted_content": "gAAAA-encrypted"},
-        {"type": "function_call", "call_id": "call_1", "name": "weather",
-         "arguments": '{"city": "Lisbon"}'},
+        *output,
         {"type": "function_call_output", "call_id": "call_1",
          "output": json.dumps({"city": "Lisbon", "celsius": 21})},
     ]
     calling = store.path(final)[1]
-    assert calling.api_items == [{"id": "rs_1", "summary": [], "type": "reasoning",
-                                  "encrypted_content": "gAAAA-encrypted"}]
+    assert calling.api_items == output
+    assert calling.tool_calls == [{"id": "call_1", "type": "function", "function": {
+        "name": "weather", "arguments": '{"city": "Lisbon"}'}}]
+    # The same branch sent through Chat Completions uses the columns instead.
+    Chat(store, server.client(), model="gpt-4o-mini").send(final, "Thanks")
+    messages = server.bodies[-1]["messages"]
+    assert messages[1] == {"role": "assistant", "content": None,
+                           "tool_calls": calling.tool_calls}
+
+
+def test_reasoning_without_encrypted_content_is_not_replayed(
+        store: convotree.Store, server: FakeOpenAI) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    conv = store.create_conversation()
+    server.script(Reply(text="Hi", reasoning=""))
+    answer = chat.send(conv, "Hello")
+    assert answer.api_items is None
+    chat.send(answer, "Again")
+    assert server.bodies[-1]["input"][1] == {"role": "assistant", "content": "Hi"}
 
 
 def test_tool_loop_reports_errors_to_the_model_and_stops_at_the_limit(
@@ -391,7 +410,10 @@ def test_rate_limit_is_retried_by_the_users_client(
     chat = Chat(store, server.client(max_retries=2), model="gpt-4o-mini")
     conv = store.create_conversation()
     server.fail_next("429")
+    server.retry_after_ms = 400
+    started = time.perf_counter()
     answer = chat.send(conv, "patience")
+    assert time.perf_counter() - started >= 0.4      # the client waited as told
     assert [c["failure"] for c in server.calls] == ["429", None]
     assert answer.content == "Notes: patience" and len(store.tree(conv)) == 2
 
@@ -439,8 +461,9 @@ def test_openai_compaction_is_stored_as_a_summary_and_reused(
     assert summary.api_items[-1] == {"type": "compaction", "id": "cmp_3",
                                      "encrypted_content": "ENCRYPTED-2-messages"}
     assert summary.metadata == {"summarizer": "openai-compaction", "response_id": "resp_3"}
-    # Compacting again reuses the stored one.
-    assert chat.compact(a2).id == summary.id
+    # Compacting again returns the stored one and sends nothing.
+    calls = len(server.calls)
+    assert chat.compact(a2).id == summary.id and len(server.calls) == calls
 
     # Both branches below the compacted node send the compaction instead of history.
     for parent, question in ((a2, "Where do I live?"), (a2, "What is my name?")):
@@ -457,3 +480,98 @@ def test_openai_compaction_is_stored_as_a_summary_and_reused(
     messages = server.bodies[-1]["messages"]
     assert messages[1] == {"role": "system", "content": summary.content}
     assert "- My name is Ada." in (summary.content or "")
+
+
+def test_compact_passes_options_and_keeps_an_existing_summary(
+        store: convotree.Store, server: FakeOpenAI) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    conv = store.create_conversation()
+    a1 = chat.send(conv, "Remember 42.")
+    chat.compact(a1, instructions="Keep numbers.")
+    assert server.bodies[-1]["instructions"] == "Keep numbers."
+    a2 = chat.send(a1, "And 43.")
+    existing = store.add_summary(a2, "Summary of the earlier conversation: 42 and 43.")
+    calls = len(server.calls)
+    assert chat.compact(a2).id == existing.id and len(server.calls) == calls
+
+
+# --- more streaming -----------------------------------------------------------------------
+
+
+def test_failure_reported_inside_a_stream_raises_and_keeps_what_arrived(
+        store: convotree.Store, server: FakeOpenAI, api: str) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    conv = store.create_conversation()
+    server.script(Reply(text="alpha beta gamma delta", fail_after=2))
+    stream = chat.stream(conv, "go")
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="crashed"):
+        received.extend(stream)
+    assert received == ["alpha", " beta"]
+    node = stream.node
+    assert node is not None and node.content == "alpha beta"
+    assert node.metadata is not None and node.metadata["incomplete"] is True
+    assert "crashed" in node.metadata["error"]
+    assert stream.turn is not None and stream.turn.incomplete
+    assert len(store.tree(conv)) == 2
+
+
+def test_empty_streamed_answer_is_stored(
+        store: convotree.Store, server: FakeOpenAI, api: str) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    conv = store.create_conversation()
+    server.script(Reply(text=""))
+    stream = chat.stream(conv, "say nothing")
+    assert list(stream) == []
+    assert stream.node is not None and stream.node.content == ""
+    assert stream.node.response_id is not None and stream.node.input_tokens is not None
+    assert store.get_conversation(conv).current_node_id == stream.node.id
+
+
+def test_streamed_tool_call_with_reasoning_round_trips(
+        store: convotree.Store, server: FakeOpenAI, api: str) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    conv = store.create_conversation()
+    server.script(Reply(tool_calls=(("call_7", "weather", '{"city": "Faro"}'),),
+                        reasoning="ENC" if api == "responses" else None))
+    stream = chat.stream(conv, "Faro?", tools=[WEATHER_TOOL])
+    assert list(stream) == []
+    calling = stream.node
+    assert calling is not None and calling.tool_calls == [{"id": "call_7", "type": "function",
+        "function": {"name": "weather", "arguments": '{"city": "Faro"}'}}]
+    assert (calling.api_items is not None) == (api == "responses")
+    tool = chat.add_tool_results(calling, {"call_7": "sunny"})[-1]
+    final = chat.stream_reply(tool, tools=[WEATHER_TOOL])
+    text = "".join(final)
+    assert final.node is not None and final.node.content == text and text.startswith("Notes:")
+    body = server.bodies[-1]
+    if api == "responses":
+        assert body["input"][1]["type"] == "reasoning"
+        assert body["input"][-1] == {"type": "function_call_output", "call_id": "call_7",
+                                     "output": "sunny"}
+    else:
+        assert body["messages"][-1] == {"role": "tool", "content": "sunny",
+                                        "tool_call_id": "call_7"}
+
+
+def test_usage_details_are_recorded(
+        store: convotree.Store, server: FakeOpenAI, api: str) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    conv = store.create_conversation()
+    server.script(Reply(text="cached", cached_tokens=7), Reply(text="streamed", cached_tokens=3))
+    answer = chat.send(conv, "hello")
+    assert answer.cached_tokens == 7 and answer.reasoning_tokens == 0
+    stream = chat.stream(answer, "again")
+    list(stream)
+    assert stream.node is not None and stream.node.cached_tokens == 3
+
+
+def test_regenerate_takes_an_answer(store: convotree.Store, server: FakeOpenAI) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini")
+    conv = store.create_conversation()
+    answer = chat.send(conv, "hi")
+    user = store.path(answer)[0]
+    before = table_counts(store)
+    with pytest.raises(InvalidContent):
+        chat.regenerate(user)
+    assert table_counts(store) == before

@@ -11,11 +11,10 @@ Responses mapping (documented in docs/context.md):
 - an assistant message's tool calls -> one ``function_call`` item each (``custom_tool_call``
   for custom tools), after its text message if it has text.
 - a tool result -> ``function_call_output`` (``custom_tool_call_output``) with its call id.
-- an assistant node with ``api_items`` (an answer received through the Responses API
-  with reasoning) -> those items first, exactly as the API returned them (reasoning
-  items with encrypted content must come back unchanged), then its message and calls.
-- a summary node with ``api_items`` (a stored OpenAI compaction) -> those items alone;
-  Chat Completions requests get its text instead.
+- a node with ``api_items`` (an answer received through the Responses API whose output
+  held encrypted reasoning or a compaction item; a stored OpenAI compaction summary)
+  -> those items, exactly as the API returned them (ids included: the API pairs a
+  reasoning item with the item after it). Chat Completions requests get the columns.
 """
 
 from __future__ import annotations
@@ -106,14 +105,17 @@ def response_items(row: NodeRow, call_types: Mapping[str, str]) -> list[dict[str
     role = row.role
     # Items only the API can produce (reasoning with encrypted content) go back first,
     # exactly as they came; the message and its calls are rebuilt from the columns.
-    replay = [dict(item) for item in from_json(row.api_items) or ()]
-    if row.kind == "summary" and replay:   # an OpenAI compaction: its items replace it
-        return replay
+    # A turn that came from the Responses API with opaque items (encrypted reasoning,
+    # compaction) goes back exactly as the API returned it, ids and all; so does a
+    # stored OpenAI compaction summary.
+    replay = from_json(row.api_items)
+    if replay:
+        return [dict(item) for item in replay]
     if role == "tool":
         custom = call_types.get(row.tool_call_id or "") == "custom"
         return [{"type": "custom_tool_call_output" if custom else "function_call_output",
                  "call_id": row.tool_call_id, "output": row.content or ""}]
-    items: list[dict[str, Any]] = replay
+    items: list[dict[str, Any]] = []
     parts, tool_calls = from_json(row.parts), from_json(row.tool_calls)
     if parts is not None:
         items.append({"role": role, "content": [

@@ -156,8 +156,14 @@ def prepare_message(
     reasoning_tokens: int | None = None,
     counted_input_tokens: int | None = None,
     api_items: Any = None,
+    known_counts: Mapping[str, int] | None = None,
 ) -> PreparedMessage:
-    """Validate one message and count its tokens, or raise a typed ``InvalidInput``."""
+    """Validate one message and count its tokens, or raise a typed ``InvalidInput``.
+
+    ``known_counts`` maps texts to their tokens under ``encoding``, counted beforehand
+    in a batch (an import counts a whole conversation at once, across threads); texts
+    not in it are counted here.
+    """
     if kind not in KINDS:
         raise InvalidKind(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     if role not in ROLES:
@@ -225,7 +231,11 @@ def prepare_message(
         raise InvalidContent("created_at must be timezone-aware")
 
     enc = encoding or tokens.encoding_for_model(model)
-    token_count = sum(tokens.count_text(piece, enc) for piece in texts)
+    if known_counts:
+        token_count = sum(known_counts[piece] if piece in known_counts
+                          else tokens.count_text(piece, enc) for piece in texts)
+    else:
+        token_count = sum(tokens.count_text(piece, enc) for piece in texts)
     overhead = tokens.message_overhead(
         role=role, name=name, tool_calls=calls, tool_call_id=tool_call_id, encoding=enc
     )

@@ -169,13 +169,29 @@ def parse_chat_completion(completion: Any) -> Answer:
     )
 
 
-def _replayable(item: Mapping[str, Any]) -> bool:
-    """Output items only the API can make, which must go back as they came.
+def _opaque(item: Mapping[str, Any]) -> bool:
+    """An output item only the API can make: its presence means the turn is replayed.
 
-    Reasoning is kept only with its encrypted content: without it (and with
-    ``store=False``) the API cannot resolve the item and refuses the next request.
+    Reasoning counts only with its encrypted content (without it, and with
+    ``store=False``, the API cannot resolve the item); compaction items always.
     """
-    return item.get("type") == "reasoning" and bool(item.get("encrypted_content"))
+    kind = item.get("type")
+    return (kind == "reasoning" and bool(item.get("encrypted_content"))) or kind == "compaction"
+
+
+def _replay_items(output: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The output to send back verbatim next turn, or None when columns suffice.
+
+    When a turn holds opaque items, the whole output is kept as it came, ids included:
+    the API pairs a reasoning item with the message or call that follows it, so
+    rebuilding those from columns (without ids) would break the pair. OpenAI's own
+    stateless pattern is the same: append ``response.output`` to the next input.
+    Reasoning items that cannot be replayed (no encrypted content) are left out.
+    """
+    if not any(_opaque(item) for item in output):
+        return None
+    return [item for item in output
+            if item.get("type") != "reasoning" or item.get("encrypted_content")]
 
 
 def parse_response(response: Any) -> Answer:
@@ -183,34 +199,32 @@ def parse_response(response: Any) -> Answer:
 
     Text of the ``message`` items becomes the content; ``function_call`` (and
     ``custom_tool_call``) items become Chat-shaped ``tool_calls`` (the store's one
-    shape; the assembler turns them back into items); reasoning items with encrypted
-    content are kept verbatim in ``api_items``. ``finish_reason`` is the response's
-    ``status``, or the reason it is incomplete (``max_output_tokens``…).
+    shape, so Chat Completions requests and the tool-pairing rules work on them). When
+    the output holds reasoning with encrypted content or a compaction item, the whole
+    output is also kept verbatim in ``api_items`` (see ``_replay_items``).
+    ``finish_reason`` is the response's ``status``, or the reason it is incomplete
+    (``max_output_tokens``…).
     """
     texts: list[str] = []
     refusals: list[str] = []
     calls: list[dict[str, Any]] = []
-    replay: list[dict[str, Any]] = []
-    for item in get(response, "output", []):
-        kind = get(item, "type")
+    output = [dump(item) for item in get(response, "output", [])]
+    for item in output:
+        kind = item.get("type")
         if kind == "message":
-            for part in get(item, "content", []):
-                if get(part, "type") == "output_text":
-                    texts.append(get(part, "text", ""))
-                elif get(part, "type") == "refusal":
-                    refusals.append(get(part, "refusal", ""))
+            for part in item.get("content") or ():
+                if part.get("type") == "output_text":
+                    texts.append(part.get("text", ""))
+                elif part.get("type") == "refusal":
+                    refusals.append(part.get("refusal", ""))
         elif kind == "function_call":
-            calls.append({"id": get(item, "call_id"), "type": "function",
-                          "function": {"name": get(item, "name"),
-                                       "arguments": get(item, "arguments", "")}})
+            calls.append({"id": item.get("call_id"), "type": "function",
+                          "function": {"name": item.get("name"),
+                                       "arguments": item.get("arguments", "")}})
         elif kind == "custom_tool_call":
-            calls.append({"id": get(item, "call_id"), "type": "custom",
-                          "custom": {"name": get(item, "name"),
-                                     "input": get(item, "input", "")}})
-        else:
-            dumped = dump(item)
-            if _replayable(dumped):
-                replay.append(dumped)
+            calls.append({"id": item.get("call_id"), "type": "custom",
+                          "custom": {"name": item.get("name"),
+                                     "input": item.get("input", "")}})
     status = get(response, "status")
     incomplete = get(get(response, "incomplete_details"), "reason")
     content = "".join(texts) if texts else ("".join(refusals) if refusals else None)
@@ -220,7 +234,7 @@ def parse_response(response: Any) -> Answer:
         model=get(response, "model"),
         response_id=get(response, "id"),
         finish_reason=incomplete or status,
-        api_items=replay or None,
+        api_items=_replay_items(output),
         refusal="".join(refusals) or None,
         **responses_usage(get(response, "usage")),
     )

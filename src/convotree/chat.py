@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _wire
@@ -116,6 +116,10 @@ class Chat:
 
     def regenerate(self, answer: Node, **create: Any) -> Node:
         """A new answer to the message ``answer`` answers: a sibling of ``answer``."""
+        if answer.role != "assistant":
+            raise InvalidContent(f"regenerate takes an assistant answer, not a {answer.role!r} "
+                                 "message (chat.reply answers a message)",
+                                 conversation_id=answer.conversation_id, node_id=answer.id)
         if answer.parent_id is None:
             raise InvalidContent("a root has no message to answer again",
                                  conversation_id=answer.conversation_id, node_id=answer.id)
@@ -150,21 +154,29 @@ class Chat:
 
     # --- compaction ----------------------------------------------------------------
 
-    def compact(self, node: Node, **create: Any) -> Node:
+    def compact(self, node: Node, **compact_options: Any) -> Node:
         """Compact the branch ending at ``node`` with OpenAI's compaction endpoint.
 
-        Sends what a request from ``node`` would send to ``responses.compact`` and
-        stores the result as a summary node under ``node``: Responses requests from
-        any branch below it then carry the compacted items instead of the history,
-        like any other summary. The compaction item is opaque, so Chat Completions
-        requests get the summary's text instead: the user messages the compaction
-        keeps. Returns the summary node.
+        Sends what a request from ``node`` would send to ``responses.compact`` (plus
+        ``compact_options``, e.g. ``instructions``) and stores the result as a summary
+        node under ``node``: Responses requests from any branch below it then carry the
+        compacted items instead of the history, like any other summary. The compaction
+        item is opaque, so Chat Completions requests get the summary's text instead:
+        the user messages the compaction keeps. A node holds at most one summary: if
+        one is already there (a compaction, or a summarizer's), it is returned and
+        nothing is sent. Returns the summary node.
         """
-        model, _, reserve, options = self._settings(create)
+        existing = next((n for n in self.store.children(node) if n.kind == "summary"), None)
+        if existing is not None:
+            return existing
+        model = str(compact_options.pop("model", self.model))
+        reserve = self.reserve_output or 0
+        resolve_budget(model, self.budget, reserve)
         context = self.store.context(
             node, model=model, budget=self.budget, reserve_output=reserve,
             format="responses", policy=self.policy)
-        result = self.client.responses.compact(model=model, input=context.messages, **options)
+        result = self.client.responses.compact(model=model, input=context.messages,
+                                               **compact_options)
         items = [_wire.dump(item) for item in _wire.get(result, "output", [])]
         usage = _wire.responses_usage(_wire.get(result, "usage"))
         return self.store.add_summary(
@@ -277,6 +289,8 @@ class Chat:
         if not answer.complete:
             metadata["incomplete"] = True
             metadata["error"] = error or "the stream ended before the answer was complete"
+        elif error is not None:   # e.g. the connection dropped after the last text
+            metadata["error"] = error
         if answer.dropped_tool_calls:
             metadata["dropped_tool_calls"] = answer.dropped_tool_calls
         if answer.refusal is not None:
@@ -334,10 +348,19 @@ class ChatStream:
         except GeneratorExit:
             self._finish("the caller stopped reading")
             raise
-        except Exception as exc:
-            self._finish(f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:   # a dropped connection, Ctrl-C, ...
+            self._finish(f"{type(exc).__name__}: {exc}".rstrip(": "))
             raise
-        self._finish(None)
+        failure = self._finish(None)
+        if failure is not None:
+            # The API reported a failure inside the stream (``response.failed``, an
+            # ``error`` event); the SDK does not raise for those, so raise its error here.
+            import openai
+
+            request: Any = getattr(getattr(self._raw, "response", None), "request", None)
+            if request is None:
+                raise ChatError(f"the API reported a failure in the stream: {failure}")
+            raise openai.APIError(failure, request, body=None)
 
     def close(self) -> None:
         """Stop reading; store what arrived (if anything) as an incomplete answer."""
@@ -349,24 +372,28 @@ class ChatStream:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _finish(self, error: str | None) -> None:
+    def _finish(self, error: str | None) -> str | None:
+        """Store the answer once; return the failure the API reported in the stream."""
         if self._finished:
-            return
+            return None
         self._finished = True
         close = getattr(self._raw, "close", None)
         if close is not None:
             close()   # release the HTTP connection
         answer = self._state.answer()
-        error = error or getattr(self._state, "failure", None)
-        if error is not None and answer.complete:   # e.g. closed after the last event
-            error = None
+        failure = getattr(self._state, "failure", None)
+        if failure is not None:
+            answer = replace(answer, complete=False)
+        error = error or failure
         chat = self._chat
-        if answer.content or answer.tool_calls:
+        # A complete answer is stored even when empty (its usage and response id are
+        # facts); a cut one only if something arrived.
+        if answer.complete or answer.content or answer.tool_calls:
             self.node = chat._store(self._parent, answer, self.context, error)
         self.turn = Turn(self.request, self.context, self.node,
-                         incomplete=not answer.complete, error=error
-                         if not answer.complete else None)
+                         incomplete=not answer.complete, error=error)
         chat.last = self.turn
+        return failure
 
 
 def _result_text(value: Any) -> str:

@@ -50,7 +50,8 @@ class Reply:
 
     ``tool_calls`` are ``(call_id, name, arguments_json)`` triples; ``reasoning`` adds a
     Responses reasoning item with that encrypted content; ``cut_after`` (streams
-    only) closes the connection after that many text deltas.
+    only) closes the connection after that many text deltas; ``fail_after`` (streams
+    only) sends the API's in-stream failure after that many.
     """
 
     text: str | None = None
@@ -58,6 +59,10 @@ class Reply:
     reasoning: str | None = None
     cut_after: int | None = None
     cached_tokens: int = 0
+    #: Streams only: after this many text deltas the API reports a failure inside the
+    #: stream (``response.failed`` for Responses, an ``error`` payload for Chat
+    #: Completions) and ends it cleanly.
+    fail_after: int | None = None
 
 
 class FakeOpenAI:
@@ -73,6 +78,8 @@ class FakeOpenAI:
         #: False: report 0 prompt tokens instead of recounting each request (benchmarks:
         #: the recount would cost the server more than the client's work being measured).
         self.count_usage = count_usage
+        #: What a 429 asks the client to wait, in milliseconds (``retry-after-ms``).
+        self.retry_after_ms = 1
         self._failures: deque[str] = deque()
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -145,7 +152,7 @@ class FakeOpenAI:
             self.calls.append({"path": path, "body": body, "failure": failure})
         if failure in ERRORS:
             status, kind, message = ERRORS[failure]
-            headers = {"retry-after": "0", "retry-after-ms": "1"} if status == 429 else {}
+            headers = ({"retry-after-ms": str(self.retry_after_ms)} if status == 429 else {})
             _send_json(handler, status, {"error": {"message": message, "type": kind,
                                                    "code": kind, "param": None}}, headers)
             return
@@ -170,7 +177,7 @@ class FakeOpenAI:
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 events = _chat_chunks(number, model, text, reply, usage, include_usage)
-                _send_stream(handler, events, reply.cut_after)
+                _send_stream(handler, events, reply.cut_after, reply.fail_after, chat=True)
             else:
                 _send_json(handler, 200, _chat_completion(number, model, text, reply, usage))
             return
@@ -179,7 +186,8 @@ class FakeOpenAI:
             return
         response = _response(number, model, text, reply, usage)
         if body.get("stream"):
-            _send_stream(handler, _response_events(response, text), reply.cut_after)
+            _send_stream(handler, _response_events(response, text), reply.cut_after,
+                         reply.fail_after, chat=False, response=response)
         else:
             _send_json(handler, 200, response)
 
@@ -341,12 +349,21 @@ def _send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any,
 
 
 def _send_stream(handler: BaseHTTPRequestHandler, events: list[tuple[str | None, Any]],
-                 cut_after: int | None) -> None:
-    """Write SSE events as HTTP chunks; with ``cut_after``, drop the connection mid-body."""
+                 cut_after: int | None, fail_after: int | None = None, *, chat: bool,
+                 response: dict[str, Any] | None = None) -> None:
+    """Write SSE events as HTTP chunks; with ``cut_after``, drop the connection mid-body;
+    with ``fail_after``, report the API's in-stream failure and end the stream."""
     handler.send_response(200)
     handler.send_header("Content-Type", "text/event-stream")
     handler.send_header("Transfer-Encoding", "chunked")
     handler.end_headers()
+
+    def send(name: str | None, data: Any) -> None:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        raw = ((f"event: {name}\n" if name else "") + f"data: {payload}\n\n").encode()
+        handler.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+        handler.wfile.flush()
+
     texts = 0
     for name, data in events:
         is_text = isinstance(data, dict) and data.pop("_text", False)
@@ -356,11 +373,17 @@ def _send_stream(handler: BaseHTTPRequestHandler, events: list[tuple[str | None,
             handler.connection.shutdown(socket.SHUT_RDWR)
             handler.close_connection = True
             return
+        if fail_after is not None and is_text and texts >= fail_after:
+            error = {"code": "server_error", "message": "The model crashed mid-answer"}
+            if chat:
+                send(None, {"error": {**error, "type": "server_error", "param": None}})
+            else:
+                failed = {**(response or {}), "status": "failed", "error": error,
+                          "output": [], "usage": None}
+                send("response.failed", {"type": "response.failed", "response": failed,
+                                         "sequence_number": texts + 1})
+            break
         texts += bool(is_text)
-        payload = data if isinstance(data, str) else json.dumps(data)
-        frame = (f"event: {name}\n" if name else "") + f"data: {payload}\n\n"
-        raw = frame.encode()
-        handler.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
-        handler.wfile.flush()
+        send(name, data)
     handler.wfile.write(b"0\r\n\r\n")
     handler.wfile.flush()

@@ -64,16 +64,44 @@ def _order(draft: DraftConversation) -> list[tuple[DraftNode, int]]:
     return ordered
 
 
-def _prepare(node: DraftNode, *, encoding: str, max_bytes: int) -> PreparedMessage:
+def _encoding_of(node: DraftNode, default: str) -> str:
     enc = node.columns.get("encoding") if node.columns else None
     if not isinstance(enc, str):
-        enc = tokens.encoding_for_model(node.model) if node.model else encoding
+        enc = tokens.encoding_for_model(node.model) if node.model else default
+    return enc
+
+
+def _batch_counts(draft: DraftConversation, default: str) -> dict[str, dict[str, int]]:
+    """Tokens of every plain-text content, counted per encoding in one batch.
+
+    tiktoken encodes a batch across threads with the GIL released, so a conversation's
+    messages are counted in parallel; ``prepare_message`` then only looks them up.
+    Content parts and anything unusual are left to ``prepare_message`` itself.
+    """
+    pending: dict[str, set[str]] = {}
+    for node in draft.nodes:
+        if isinstance(node.content, str) and node.content:
+            pending.setdefault(_encoding_of(node, default), set()).add(node.content)
+    counts: dict[str, dict[str, int]] = {}
+    for enc, texts in pending.items():
+        unique = list(texts)
+        try:
+            counts[enc] = dict(zip(unique, tokens.count_texts(unique, enc), strict=True))
+        except Exception:   # an unknown encoding or bad text: prepare_message says why
+            counts[enc] = {}
+    return counts
+
+
+def _prepare(node: DraftNode, *, encoding: str, max_bytes: int,
+             counts: Mapping[str, Mapping[str, int]] | None = None) -> PreparedMessage:
+    enc = _encoding_of(node, encoding)
     return prepare_message(
         kind=node.kind, role=node.role, content=node.content, name=node.name,
         tool_calls=node.tool_calls, tool_call_id=node.tool_call_id, model=node.model,
         encoding=enc, input_tokens=node.input_tokens, output_tokens=node.output_tokens,
         pinned=node.pinned, metadata=node.metadata, created_at=node.created_at,
         max_message_bytes=max_bytes,
+        known_counts=counts.get(enc) if counts else None,
     )
 
 
@@ -106,9 +134,11 @@ def build(draft: DraftConversation, *, tenant: str, fmt: str, encoding: str,
     fallback_time = draft.created_at or now
     columns = [column.name for column in nodes_table.c]
     result: list[dict[str, Any]] = []
+    counts = _batch_counts(draft, encoding)
     for node, depth in ordered:
         try:
-            message = _prepare(node, encoding=encoding, max_bytes=max_message_bytes)
+            message = _prepare(node, encoding=encoding, max_bytes=max_message_bytes,
+                               counts=counts)
             parent = rows[node.parent] if node.parent is not None else None
             if parent is not None and parent["kind"] == "summary":
                 raise InvalidParent("a summary node cannot have children")
