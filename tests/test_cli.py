@@ -434,3 +434,39 @@ def test_import_errors(db: list[str], tmp_path: Path) -> None:
 
 def test_export_unknown_conversation(db: list[str]) -> None:
     one_line_error(run_cli("export", str(uuid.uuid4()), "-f", "native", *db), "conversation")
+
+
+@pytest.mark.parametrize(("fmt", "fixture"), [
+    ("chatgpt", "chatgpt_branching.json"), ("oasst", "oasst_flat.jsonl"),
+    ("librechat", "librechat_flat.json"), ("openwebui", "openwebui_branching.json"),
+    ("openai", "openai_tools.json")])
+def test_cli_export_imports_again(db: list[str], db_url: str, tmp_path: Path, fmt: str,
+                                  fixture: str) -> None:
+    """What `convotree export -f F` writes, `convotree import -f F` reads back whole."""
+    assert run_cli("import", str(FIXTURES / fixture), "-f", fmt, *db).code == 0
+    listed = json.loads(run_cli("ls", "--json", *db).out)
+    for conv in listed:
+        out = tmp_path / f"{conv['id']}.{fmt}"
+        assert run_cli("export", conv["id"], "-f", fmt, "-o", str(out), *db).code == 0
+        other = ["--url", db_url, "--tenant", db[3] + "-copy"]
+        again = run_cli("import", str(out), "-f", fmt, "--json", *other)
+        assert again.code == 0, again.err
+        result = json.loads(again.out)
+        expected = conv["messages"] if fmt != "openai" else len(json.loads(
+            run_cli("path", conv["id"], "--json", *db).out))
+        assert (result["imported"], result["nodes"]) == (1, expected)
+
+
+def test_ls_keeps_its_columns_with_a_long_title(db: list[str], db_url: str, tenant: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    with convotree.Store(db_url, tenant=tenant) as store:
+        conv = store.create_conversation(title="A very long title about Lisbon " * 8)
+        store.append(conv, role="user", content="hi")
+    for width in (80, 200):
+        monkeypatch.setenv("COLUMNS", str(width))
+        lines = run_cli("ls", *db).lines
+        assert lines[0].split() == ["id", "updated", "(UTC)", "title", "msgs", "branches",
+                                    "summ.", "tokens"]
+        assert all(len(line) <= width for line in lines)
+        assert lines[1].startswith(str(conv.id)[-8:]) and lines[1].endswith("1")
+        assert "…" in lines[1]

@@ -428,3 +428,68 @@ def test_oasst_export_refuses_what_it_cannot_hold(store: convotree.Store) -> Non
     cid = _rich_conversation(store)
     with pytest.raises(errors.NotExportable):
         export_conversation(store, cid, "oasst")
+
+
+def test_oasst_broken_line_fails_its_whole_tree(store: convotree.Store, tmp_path: Path) -> None:
+    """A tree whose last line is cut off writes nothing of that tree, not a part of it."""
+    lines = (FIX / "oasst_flat.jsonl").read_text().splitlines()
+    t1 = [line for line in lines if '"t1-p"' in line]
+    others = [line for line in lines if '"t1-p"' not in line]
+    cut = t1[-1][: t1[-1].index('"text"') + 12]          # keeps message_tree_id, cuts the text
+    path = tmp_path / "cut.jsonl"
+    path.write_text("\n".join([*t1[:-1], cut, *others]) + "\n")
+    tenant_store = fresh(store)
+    before = table_counts(tenant_store)
+    result = import_file(tenant_store, path, "oasst")
+    assert result.failed == 1 and "tree t1-p" in result.failures[0].source
+    assert f"line {len(t1)}" in result.failures[0].reason
+    assert result.imported == 1 and result.nodes == len(others)
+    assert table_counts(tenant_store)[1] == before[1] + len(others)
+
+
+def test_oasst_duplicate_flat_tree_is_skipped_once(store: convotree.Store, tmp_path: Path) -> None:
+    lines = (FIX / "oasst_flat.jsonl").read_text().splitlines()
+    t2 = [json.loads(line) for line in lines if '"t2-p"' in line]
+    root = next(r for r in t2 if r["parent_id"] is None)
+    tree_row = {"message_tree_id": "t2-p", "tree_state": "ready_for_export",
+                "prompt": {**root, "replies": [
+                    {**r, "replies": []} for r in t2 if r["parent_id"] == root["message_id"]]}}
+    path = tmp_path / "dup.jsonl"
+    path.write_text("\n".join([json.dumps(tree_row), *lines]) + "\n")
+    result = import_file(fresh(store), path, "oasst")
+    assert (result.imported, result.skipped, result.failed) == (2, 1, 0)
+
+
+def test_native_counts_are_recomputed_not_trusted(store: convotree.Store,
+                                                  tmp_path: Path) -> None:
+    conv = store.create_conversation(title="tampered")
+    node = store.append(conv, role="user", content="Count these words carefully, please.")
+    exported = export_conversation(store, conv, "native")
+    exported["conversation"]["id"] = str(uuid.uuid4())
+    exported["nodes"][0]["token_count"] = 1
+    exported["nodes"][0]["overhead_tokens"] = 10**9
+    path = tmp_path / "tampered.json"
+    path.write_text(json.dumps(exported))
+    result = import_file(store, path, "native")
+    assert result.imported == 1
+    copy = store.tree(result.conversation_ids[0])[0]
+    assert (copy.token_count, copy.overhead_tokens) == (node.token_count, node.overhead_tokens)
+
+
+def test_native_unknown_encoding_fails_that_conversation_only(store: convotree.Store,
+                                                             tmp_path: Path) -> None:
+    conv = store.create_conversation(title="bogus encoding")
+    store.append(conv, role="user", content="hello")
+    good = export_conversation(store, conv, "native")
+    bad = json.loads(json.dumps(good))
+    bad["conversation"]["id"] = str(uuid.uuid4())
+    bad["nodes"][0]["encoding"] = "bogus_base"
+    fine = json.loads(json.dumps(good))
+    fine["conversation"]["id"] = str(uuid.uuid4())
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps([bad, fine]))
+    before = table_counts(store)
+    result = import_file(store, path, "native")
+    assert (result.imported, result.failed) == (1, 1)
+    assert "bogus_base" in result.failures[0].reason
+    assert table_counts(store)[1] == before[1] + 1

@@ -137,17 +137,36 @@ def transcript(console: Console, path: Iterable[Node], current: uuid.UUID | None
         console.print()
 
 
-def conversation_table(rows: Sequence[ConversationStats]) -> Table:
+#: Longest title ``ls`` shows: a long one must not push the counts off the screen.
+_TITLE_WIDTH = 60
+
+
+def _title_cell(title: str | None, width: int) -> Text:
+    text = _one_line(title) if title else "(untitled)"
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return Text(text)
+
+
+def conversation_table(rows: Sequence[ConversationStats], width: int = 200) -> Table:
     """The ``ls`` table, newest activity first. Short ids (the last 8 hex digits, which
     every command accepts); ``ls --json`` has the full ones."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("id", style="dim", no_wrap=True)
-    table.add_column("updated (UTC)", no_wrap=True)
-    table.add_column("title", ratio=1, overflow="ellipsis", no_wrap=True, min_width=8)
-    for name in ("msgs", "branches", "summ.", "tokens"):
-        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
-    for row in rows:
-        table.add_row(short(row.id), when(row.updated_at), Text(row.title or "(untitled)"),
-                      str(row.messages), str(row.branches), str(row.summaries),
-                      f"{row.tokens:,}")
+    # Every column but the title keeps its full width; the title is cut to what is left
+    # of the terminal (rich would otherwise crop the counts off the right edge).
+    counts = [[str(row.messages), str(row.branches), str(row.summaries), f"{row.tokens:,}"]
+              for row in rows]
+    names = ("msgs", "branches", "summ.", "tokens")
+    widths = [max([len(name), *(len(cells[i]) for cells in counts)])
+              for i, name in enumerate(names)]
+    fixed = 8 + 16 + sum(widths) + 2 * (len(names) + 2)
+    title_width = max(8, min(_TITLE_WIDTH, width - fixed))
+    table.add_column("id", style="dim", no_wrap=True, min_width=8)
+    table.add_column("updated (UTC)", no_wrap=True, min_width=16)
+    table.add_column("title", no_wrap=True, overflow="ellipsis", max_width=title_width)
+    for name, column_width in zip(names, widths, strict=True):
+        table.add_column(name, justify="right", no_wrap=True, min_width=column_width)
+    for row, cells in zip(rows, counts, strict=True):
+        table.add_row(short(row.id), when(row.updated_at), _title_cell(row.title, title_width),
+                      *cells)
     return table

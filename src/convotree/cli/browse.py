@@ -20,12 +20,22 @@ _IDS = ("ids: a full id, or any unique part of one, at least 4 hex digits (ls an
         "print the last 8)")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def register(subparsers: Subparsers) -> None:
     ls = subparsers.add_parser(
         "ls", help="list conversations, newest activity first",
         description="List conversations, newest activity first, with their number of "
                     "messages, branches (leaves), summaries and content tokens.")
-    ls.add_argument("-n", "--limit", type=int, default=50, metavar="N",
+    ls.add_argument("-n", "--limit", type=_positive, default=50, metavar="N",
                     help="show at most N conversations (default: 50)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_db_options(ls)
@@ -72,7 +82,7 @@ def run_ls(args: argparse.Namespace) -> int:
         out.print("No conversations. `convotree demo` makes one; `convotree import` "
                   "brings yours.")
         return 0
-    out.print(conversation_table(rows))
+    out.print(conversation_table(rows, out.width))
     return 0
 
 

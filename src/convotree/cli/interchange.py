@@ -38,7 +38,8 @@ def register(subparsers: Subparsers) -> None:
                "Lines), librechat, openwebui, openai (a list of Chat Completions "
                "messages), native (convotree's lossless JSON)")
     imp.add_argument("file", type=Path, metavar="FILE")
-    imp.add_argument("--format", "-f", required=True, choices=FORMATS)
+    imp.add_argument("--format", "-f", required=True, choices=FORMATS, metavar="FORMAT",
+                     help=f"the file's format: {', '.join(FORMATS)}")
     imp.add_argument("--json", action="store_true",
                      help="print the result (counts, ids, failures) as JSON on stdout")
     add_db_options(imp)
@@ -48,7 +49,8 @@ def register(subparsers: Subparsers) -> None:
         "export", help="export a conversation as JSON",
         description="Write one conversation as JSON in FORMAT, to stdout or a file.")
     exp.add_argument("conversation", metavar="CONVERSATION")
-    exp.add_argument("--format", "-f", required=True, choices=FORMATS)
+    exp.add_argument("--format", "-f", required=True, choices=FORMATS, metavar="FORMAT",
+                     help=f"{', '.join(FORMATS)} (oasst: one JSON line)")
     exp.add_argument("-o", "--output", type=Path, metavar="FILE",
                      help="write to FILE instead of stdout")
     add_db_options(exp)
@@ -95,7 +97,9 @@ def run_export(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         conversation = resolve_conversation(store, args.conversation)
         data = export_conversation(store, conversation, args.format)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    # OASST is JSON Lines: one tree per line, so the file can be imported again.
+    text = (json.dumps(data, ensure_ascii=False) if args.format == "oasst"
+            else json.dumps(data, indent=2, ensure_ascii=False)) + "\n"
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -155,8 +155,14 @@ def build(draft: DraftConversation, *, tenant: str, fmt: str, encoding: str,
             anchor = parent["id"] if kept else parent["pinned_ancestor_id"]
         created = message.created_at or (parent["created_at"] if parent else fallback_time)
         row: dict[str, Any] = dict.fromkeys(columns)
-        if node.columns is not None:  # native: every column exactly as exported
+        if node.columns is not None:  # native: every column exactly as exported ...
             row.update({k: v for k, v in node.columns.items() if k in row})
+            # ... except what convotree derives from the message itself: the text of
+            # the parts, media sizes and token counts are recomputed here, once, so a
+            # hand-edited backup cannot store counts that disagree with its content.
+            row.update(content=message.content, media=message.media,
+                       token_count=message.token_count,
+                       overhead_tokens=message.overhead_tokens, encoding=message.encoding)
         else:
             row.update(
                 kind=message.kind, role=message.role, content=message.content,

@@ -40,3 +40,33 @@ def json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any | Invali
             except json.JSONDecodeError as exc:
                 yield number, InvalidImport(f"line {number} is not valid JSON: {exc.msg} at "
                                             f"column {exc.colno}")
+
+
+def json_line_offsets(path: str | os.PathLike[str]
+                      ) -> Iterator[tuple[int, int, Any | InvalidImport, bytes]]:
+    """``(line number, byte offset, value, raw line)`` for every non-blank line.
+
+    Like ``json_lines``, one line at a time; the offset lets a reader come back to a
+    line later (``json_line_at``) instead of holding it in memory.
+    """
+    with open(path, "rb") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            yield number, start, _decode_line(raw, number), raw
+
+
+def json_line_at(handle: Any, offset: int, number: int) -> Any | InvalidImport:
+    """The JSON value of the line at ``offset`` of an open binary file."""
+    handle.seek(offset)
+    return _decode_line(handle.readline(), number)
+
+
+def _decode_line(raw: bytes, number: int) -> Any | InvalidImport:
+    try:
+        return json.loads(raw.decode("utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError as exc:
+        return InvalidImport(f"line {number} is not valid JSON: {exc.msg} at "
+                             f"column {exc.colno}")

@@ -55,6 +55,11 @@ def run(store: Store, items: Iterable[Item | Skip], fmt: str,
                         node_rows=rows.nodes, current_node_id=rows.current_node_id)
             except ConvotreeError as exc:
                 failures.append(ImportFailure(item.label, f"{type(exc).__name__}: {exc}"))
+            except (ValueError, TypeError, KeyError) as exc:
+                # A value no check foresaw (an unknown tiktoken encoding in a native
+                # file, say) fails this conversation, not the whole file.
+                failures.append(ImportFailure(
+                    item.label, f"InvalidImport: {type(exc).__name__}: {exc}"))
             else:
                 if written:
                     imported += 1

@@ -6,9 +6,12 @@ Two line shapes are read, even mixed in one file:
   root message with nested ``replies``: each line is one tree, written as soon as it
   is read;
 - flat message rows (``message_id, parent_id, message_tree_id, text, role, ...``).
-  A tree's rows may come anywhere in the file, in any order, so flat rows are
-  grouped by ``message_tree_id`` and written at the end of the file (memory holds the
-  flat rows, one line is parsed at a time; tree rows are never held).
+  A tree's rows may come anywhere in the file, in any order, so the file is read
+  twice: the first pass notes, per ``message_tree_id``, the byte offsets of its lines
+  (numbers, not rows: memory stays small on the official multi-GB files); the second
+  reads each tree's lines back and writes the tree. A broken line whose tree id can
+  still be read fails that whole tree (nothing of it is written); one whose id cannot
+  be read fails alone.
 
 ``prompter`` becomes ``user``, ``assistant`` stays; every other field (``lang``,
 ``rank``, ``deleted``, ``review_count``, ``emojis``, ``labels``, ...) is kept in the
@@ -21,6 +24,7 @@ then file order).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -38,7 +42,7 @@ from ._draft import (
     source_key,
     source_meta,
 )
-from ._files import json_lines
+from ._files import json_line_at, json_line_offsets
 from ._runner import Item, Skip, attempt
 
 FORMAT = "oasst"
@@ -111,20 +115,36 @@ def _tree_row(row: Mapping[str, Any], label: str, progress: int) -> DraftConvers
     return _draft(tree_id, prompt.get("text"), nodes, ranks, extras, label, progress)
 
 
+_TREE_ID = re.compile(rb'"message_tree_id"\s*:\s*"([^"\\]+)"')
+
+
 class _FlatTree:
-    """The rows of one tree being collected from flat message lines."""
+    """Where the lines of one tree are in the file (offsets, not rows)."""
 
     def __init__(self, tree_id: str, first_line: int) -> None:
         self.tree_id, self.first, self.last = tree_id, first_line, first_line
-        self.rows: list[Mapping[str, Any]] = []
+        self.lines: list[tuple[int, int]] = []     # (line number, byte offset)
+        self.broken: str | None = None
 
-    def draft(self) -> Item:
-        label = f"tree {self.tree_id} (lines {self.first}-{self.last})"
+    def label(self) -> str:
+        return f"tree {self.tree_id} (lines {self.first}-{self.last})"
+
+    def draft(self, handle: Any) -> Item:
+        label = self.label()
+        broken = self.broken
 
         def parse() -> DraftConversation:
-            nodes = [_node(row, row.get("parent_id")) for row in self.rows]
-            ranks = {n.key: row.get("rank") for n, row in zip(nodes, self.rows, strict=True)}
-            root = next((row for row in self.rows if row.get("parent_id") is None), None)
+            if broken is not None:
+                raise InvalidImport(broken)
+            rows: list[Mapping[str, Any]] = []
+            for number, offset in self.lines:
+                row = json_line_at(handle, offset, number)
+                if not isinstance(row, Mapping):
+                    raise InvalidImport(f"line {number} changed while importing")
+                rows.append(row)
+            nodes = [_node(row, row.get("parent_id")) for row in rows]
+            ranks = {n.key: row.get("rank") for n, row in zip(nodes, rows, strict=True)}
+            root = next((row for row in rows if row.get("parent_id") is None), None)
             return _draft(self.tree_id, root.get("text") if root else None, nodes, ranks,
                           {}, label, self.last)
         return attempt(label, parse)
@@ -133,9 +153,19 @@ class _FlatTree:
 def read(path: str | os.PathLike[str]) -> Iterator[Item | Skip]:
     seen: set[str] = set()
     flat: dict[str, _FlatTree] = {}
-    for number, row in json_lines(path):
+    duplicates: set[str] = set()
+    for number, offset, row, raw in json_line_offsets(path):
         if not isinstance(row, Mapping):
-            # A broken line cannot say which tree it belongs to: it fails alone.
+            # A broken line fails its whole tree when its tree id can still be read.
+            found = _TREE_ID.search(raw)
+            tree_id = found.group(1).decode("utf-8", "replace") if found else None
+            if tree_id is not None and tree_id not in seen:
+                broken_group = flat.setdefault(tree_id, _FlatTree(tree_id, number))
+                broken_group.last = max(broken_group.last, number)
+                reason = str(row) if isinstance(row, Exception) else "not a JSON object"
+                broken_group.broken = (broken_group.broken
+                                       or f"line {number} of this tree is broken: {reason}")
+                continue
             yield attempt(f"line {number}", partial(_raise, row))
             continue
         tree_id = row.get("message_tree_id")
@@ -152,15 +182,19 @@ def read(path: str | os.PathLike[str]) -> Iterator[Item | Skip]:
                           partial(_tree_row, row, f"line {number}", number))
             continue
         if tree_id in seen:
-            yield Skip(number)  # the tree came earlier as a tree row: a duplicate
+            if tree_id not in duplicates:   # the tree came earlier as a tree row
+                duplicates.add(tree_id)
+                yield Skip(number)
             continue
         group = flat.get(tree_id)
         if group is None:
             group = flat[tree_id] = _FlatTree(tree_id, number)
-        group.rows.append(row)
+        group.lines.append((number, offset))
         group.last = number
-    for group in flat.values():
-        yield group.draft()
+    if flat:
+        with open(path, "rb") as handle:
+            for group in flat.values():
+                yield group.draft(handle)
 
 
 def _raise(error: Any) -> DraftConversation:
