@@ -40,3 +40,12 @@ def test_message_overhead_follows_the_published_rule() -> None:
                                         tool_call_id=None, encoding="o200k_base")
     assert with_call == 3 + 1 + tokens.TOKENS_PER_TOOL_CALL + len(enc.encode("get")) + len(
         enc.encode("{}"))
+
+
+def test_count_texts_matches_count_text() -> None:
+    texts = [f"message number {i}: " + "word " * (i % 37) for i in range(100)]
+    for encoding in ("o200k_base", "cl100k_base"):
+        assert tokens.count_texts(texts, encoding) == [
+            tokens.count_text(text, encoding) for text in texts]
+        assert tokens.count_texts(texts[:3], encoding) == [
+            tokens.count_text(text, encoding) for text in texts[:3]]

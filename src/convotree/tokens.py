@@ -19,8 +19,10 @@ it by default).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,8 +98,34 @@ def _count_short(text: str, encoding: str) -> int:
 
 
 def count_texts(texts: Sequence[str], encoding: str) -> list[int]:
-    """Token counts of many texts at once (tiktoken batches them across threads)."""
-    return [len(tokens) for tokens in _encoding(encoding).encode_ordinary_batch(list(texts))]
+    """Token counts of many texts at once, split across threads.
+
+    tiktoken releases the GIL while it encodes, so on several cores a batch is counted
+    in parallel. One pool lives for the process (tiktoken's own ``encode_ordinary_batch``
+    starts a new pool per call, which costs more than it saves on small batches), and
+    small batches are counted inline.
+    """
+    enc = _encoding(encoding)
+    workers = _pool_size()
+    if workers < 2 or len(texts) < 16:
+        return [len(enc.encode_ordinary(text)) for text in texts]
+    step = -(-len(texts) // workers)
+    chunks = [texts[i:i + step] for i in range(0, len(texts), step)]
+
+    def count(chunk: Sequence[str]) -> list[int]:
+        return [len(enc.encode_ordinary(text)) for text in chunk]
+
+    return [n for counted in _pool().map(count, chunks) for n in counted]
+
+
+def _pool_size() -> int:
+    return min(os.cpu_count() or 1, 8)
+
+
+@functools.cache
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(_pool_size(),
+                                                 thread_name_prefix="convotree-tokens")
 
 
 def tool_calls_tokens(tool_calls: Iterable[Mapping[str, Any]] | None, encoding: str) -> int:
