@@ -39,7 +39,7 @@ def _table(title: str, first: str) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=None,
                   header_style="bold", pad_edge=False)
     table.add_column(first, overflow="fold")
-    for name in ("messages", "tokens", "input tokens", "output tokens"):
+    for name in ("nodes", "tokens", "input tokens", "output tokens"):
         table.add_column(name, justify="right")
     return table
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{m.tokens:,}", f"{m.input_tokens:,}", f"{m.output_tokens:,}")
     out.print(by_model)
     out.print()
-    by_day = _table(f"By day, last {args.days} (UTC)", "day")
+    by_day = _table(f"By day, last {args.days} (UTC; messages and summaries)", "day")
     for d in days:
         by_day.add_row(d.day.isoformat(), f"{d.messages:,}", f"{d.tokens:,}",
                        f"{d.input_tokens:,}", f"{d.output_tokens:,}")
