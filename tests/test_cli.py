@@ -470,3 +470,21 @@ def test_ls_keeps_its_columns_with_a_long_title(db: list[str], db_url: str, tena
         assert all(len(line) <= width for line in lines)
         assert lines[1].startswith(str(conv.id)[-8:]) and lines[1].endswith("1")
         assert "…" in lines[1]
+
+
+def test_tree_of_deep_forks_stays_within_the_width(db: list[str], db_url: str, tenant: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with convotree.Store(db_url, tenant=tenant) as store:
+        conv = store.create_conversation(title="deep forks")
+        node = store.append(conv, role="user", content="root question")
+        for turn in range(30):
+            answer = store.append(conv, parent=node, role="assistant", content=f"answer {turn}")
+            store.append(conv, parent=node, role="assistant", content=f"alternative {turn}")
+            node = store.append(conv, parent=answer, role="user", content=f"follow up {turn}")
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = run_cli("show", str(conv.id), "--tree", *db).lines
+    drawn = [line for line in lines if "follow up" in line or "answer" in line]
+    assert len(drawn) == 60 and all(len(line) <= 80 for line in lines)
+    assert any("┆×" in line for line in drawn)
+    deepest = next(line for line in drawn if "follow up 29" in line)
+    assert "user" in deepest and "◀ current" in deepest

@@ -87,7 +87,19 @@ def tree_lines(nodes: Sequence[Node], current: uuid.UUID | None, width: int) -> 
     return lines
 
 
+def _fold_graph(graph: str, width: int) -> str:
+    """Deep forks would push the text off the line: past a third of the width, the
+    outer levels fold into ``┆×N`` (N levels hidden), keeping the innermost ones."""
+    limit = max(width // 3, 12)
+    if len(graph) <= limit:
+        return graph
+    levels = len(graph) // 3
+    keep = max((limit - 6) // 3, 1)
+    return f"┆×{levels - keep:<3} " + graph[-3 * keep:]
+
+
 def _tree_line(node: Node, graph: str, on_branch: bool, is_current: bool, width: int) -> Text:
+    graph = _fold_graph(graph, width)
     label = _label(node)
     head = f"{short(node.id)} {node.token_count:>6}  {graph}"
     mark = CURRENT_MARK if is_current else ""
