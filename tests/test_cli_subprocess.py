@@ -98,3 +98,22 @@ def test_import_convotree_stays_cheap() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_import_and_export_as_a_process(env: dict[str, str], tmp_path: Path) -> None:
+    """A real export of another tool, imported and exported back by the console script."""
+    tenant = ["--tenant", f"proc-{uuid.uuid4().hex}"]
+    source = Path(__file__).parent / "fixtures" / "interchange" / "openwebui_branching.json"
+    imported = convotree_cli("import", str(source), "-f", "openwebui", "--json", *tenant,
+                             env=env)
+    assert imported.returncode == 0, imported.stderr
+    result = json.loads(imported.stdout)
+    assert result["imported"] == 1 and result["failed"] == 0
+    out = tmp_path / "backup.json"
+    exported = convotree_cli("export", result["conversation_ids"][0], "-f", "native", "-o",
+                             str(out), *tenant, env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert len(json.loads(out.read_text())["nodes"]) == result["nodes"]
+    again = convotree_cli("import", str(out), "-f", "native", *tenant, env=env)
+    assert again.returncode == 0
+    assert again.stdout.startswith("0 conversations imported, 1 skipped, 0 failed")
