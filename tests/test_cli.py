@@ -485,6 +485,6 @@ def test_tree_of_deep_forks_stays_within_the_width(db: list[str], db_url: str, t
     lines = run_cli("show", str(conv.id), "--tree", *db).lines
     drawn = [line for line in lines if "follow up" in line or "answer" in line]
     assert len(drawn) == 60 and all(len(line) <= 80 for line in lines)
-    assert any("┆×" in line for line in drawn)
+    assert any("┆+" in line for line in drawn)
     deepest = next(line for line in drawn if "follow up 29" in line)
     assert "user" in deepest and "◀ current" in deepest

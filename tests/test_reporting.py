@@ -9,7 +9,7 @@ The reports aggregate across conversations, so their statements cannot carry
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -19,18 +19,13 @@ import sqlalchemy as sa
 import convotree
 from convotree import reporting
 from tests import sql_audit
+from tests.test_cli_support import exempt_reporting
 
 
 @pytest.fixture(autouse=True)
 def reporting_unaudited(monkeypatch: pytest.MonkeyPatch) -> None:
     """Exempt the reporting statements (and only them) from the one-conversation audit."""
-    original = reporting._execute
-
-    def execute(conn: sa.Connection, statement: Any) -> Sequence[Any]:
-        with sql_audit.unaudited():
-            return original(conn, statement)
-
-    monkeypatch.setattr(reporting, "_execute", execute)
+    exempt_reporting(monkeypatch)
 
 
 def at(day: int, hour: int, minute: int = 0) -> datetime:

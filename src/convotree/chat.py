@@ -102,12 +102,7 @@ class Chat:
         Used after tool results, to retry after a failed call (the user message is
         already stored), or to answer a message stored some other way.
         """
-        request, context = self._request(node, create, stream=False)
-        try:
-            raw = self._call(request)
-        except Exception as exc:
-            self.last = Turn(request, context, error=f"{type(exc).__name__}: {exc}")
-            raise
+        request, context, raw = self._send_request(node, create, stream=False)
         answer = (_wire.parse_chat_completion(raw) if self.api == "chat"
                   else _wire.parse_response(raw))
         stored = self._store(node, answer, context)
@@ -142,12 +137,7 @@ class Chat:
 
     def stream_reply(self, node: Node, **create: Any) -> ChatStream:
         """Like ``reply``, streamed. The request is made here: API errors raise here."""
-        request, context = self._request(node, create, stream=True)
-        try:
-            raw = self._call(request)
-        except Exception as exc:
-            self.last = Turn(request, context, error=f"{type(exc).__name__}: {exc}")
-            raise
+        request, context, raw = self._send_request(node, create, stream=True)
         state: _wire.ChatStreamState | _wire.ResponsesStreamState = (
             _wire.ChatStreamState() if self.api == "chat" else _wire.ResponsesStreamState())
         return ChatStream(self, node, request, context, raw, state)
@@ -278,10 +268,19 @@ class Chat:
                                               stream=stream)
         return request, context
 
-    def _call(self, request: dict[str, Any]) -> Any:
-        if self.api == "chat":
-            return self.client.chat.completions.create(**request)
-        return self.client.responses.create(**request)
+    def _send_request(self, node: Node, create: Mapping[str, Any], *, stream: bool
+                      ) -> tuple[dict[str, Any], Context, Any]:
+        """Assemble and send one request; a failure is recorded in ``last``, then raised."""
+        request, context = self._request(node, create, stream=stream)
+        try:
+            if self.api == "chat":
+                raw = self.client.chat.completions.create(**request)
+            else:
+                raw = self.client.responses.create(**request)
+        except Exception as exc:
+            self.last = Turn(request, context, error=f"{type(exc).__name__}: {exc}")
+            raise
+        return request, context, raw
 
     def _store(self, parent: Node, answer: _wire.Answer, context: Context,
                error: str | None = None) -> Node:

@@ -89,13 +89,13 @@ def tree_lines(nodes: Sequence[Node], current: uuid.UUID | None, width: int) -> 
 
 def _fold_graph(graph: str, width: int) -> str:
     """Deep forks would push the text off the line: past a third of the width, the
-    outer levels fold into ``┆×N`` (N levels hidden), keeping the innermost ones."""
+    outer levels fold into ``┆+N`` (N levels hidden), keeping the innermost ones."""
     limit = max(width // 3, 12)
     if len(graph) <= limit:
         return graph
     levels = len(graph) // 3
     keep = max((limit - 6) // 3, 1)
-    return f"┆×{levels - keep:<3} " + graph[-3 * keep:]
+    return f"┆+{levels - keep:<3} " + graph[-3 * keep:]
 
 
 def _tree_line(node: Node, graph: str, on_branch: bool, is_current: bool, width: int) -> Text:

@@ -10,7 +10,14 @@ from rich.text import Text
 
 from .. import reporting
 from ..models import Node
-from ._common import Subparsers, add_db_options, console, open_store, print_json
+from ._common import (
+    Subparsers,
+    add_db_options,
+    console,
+    open_store,
+    print_json,
+    whole_number,
+)
 from ._render import TREE_HEADER, conversation_table, transcript, tree_lines, when
 from ._resolve import resolve_conversation, resolve_node
 
@@ -20,22 +27,12 @@ _IDS = ("ids: a full id, or any unique part of one, at least 4 hex digits (ls an
         "print the last 8)")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def register(subparsers: Subparsers) -> None:
     ls = subparsers.add_parser(
         "ls", help="list conversations, newest activity first",
         description="List conversations, newest activity first, with their number of "
                     "messages, branches (leaves), summaries and content tokens.")
-    ls.add_argument("-n", "--limit", type=_positive, default=50, metavar="N",
+    ls.add_argument("-n", "--limit", type=whole_number(1), default=50, metavar="N",
                     help="show at most N conversations (default: 50)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_db_options(ls)

@@ -11,25 +11,18 @@ from rich.text import Text
 
 from ..context import Context, DepthRange
 from ..summaries import ExtractiveSummarizer, SummaryOptions
-from ._common import Subparsers, add_db_options, console, open_store, print_json
+from ._common import (
+    Subparsers,
+    add_db_options,
+    console,
+    open_store,
+    print_json,
+    whole_number,
+)
 from ._render import ROLE_STYLES
 from ._resolve import resolve_conversation, resolve_node, short
 
 __all__ = ["context_json", "print_context", "register"]
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
-    return value
 
 
 def register(subparsers: Subparsers) -> None:
@@ -46,10 +39,10 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("node", metavar="NODE", nargs="?",
                         help="the last node of the branch (default: the current node)")
     parser.add_argument("--model", "-m", required=True, help="target model, e.g. gpt-4o-mini")
-    parser.add_argument("--budget", "-b", type=_positive, metavar="N",
+    parser.add_argument("--budget", "-b", type=whole_number(1), metavar="N",
                         help="prompt token budget (default: the model's window minus "
                              "--reserve-output)")
-    parser.add_argument("--reserve-output", type=_non_negative, default=0, metavar="N",
+    parser.add_argument("--reserve-output", type=whole_number(0), default=0, metavar="N",
                         help="tokens kept free for the answer when the budget comes from "
                              "the model's window")
     parser.add_argument("--format", choices=("chat", "responses"), default="chat",

@@ -9,16 +9,16 @@ import dataclasses
 from rich.table import Table
 
 from .. import reporting
-from ._common import Subparsers, add_db_options, console, open_store, print_json
+from ._common import (
+    Subparsers,
+    add_db_options,
+    console,
+    open_store,
+    print_json,
+    whole_number,
+)
 
 __all__ = ["register"]
-
-
-def _days(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 3660:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 3660, not {value}")
-    return value
 
 
 def register(subparsers: Subparsers) -> None:
@@ -28,7 +28,7 @@ def register(subparsers: Subparsers) -> None:
                     "stored content tokens (counted at insert) and the input/output tokens "
                     "the API reported, in total, by model, and by UTC day. Every number is "
                     "one SQL aggregate; nothing is loaded into Python.")
-    parser.add_argument("--days", type=_days, default=7, metavar="N",
+    parser.add_argument("--days", type=whole_number(1, 3660), default=7, metavar="N",
                         help="the by-day table covers the last N UTC days (default: 7)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_db_options(parser)
