@@ -117,3 +117,18 @@ def test_import_and_export_as_a_process(env: dict[str, str], tmp_path: Path) -> 
     again = convotree_cli("import", str(out), "-f", "native", *tenant, env=env)
     assert again.returncode == 0
     assert again.stdout.startswith("0 conversations imported, 1 skipped, 0 failed")
+
+
+def test_a_reader_leaving_the_pipe_is_not_an_error(env: dict[str, str], tmp_path: Path) -> None:
+    """`convotree show ID | head -1`: status 0 and no traceback when head stops reading."""
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    with convotree.Store(url, create=True) as store:
+        conv = store.create_conversation(title="long transcript")
+        root = store.append(conv, role="system", content="Be brief.")
+        store.append_chain(root, [{"role": "user" if i % 2 == 0 else "assistant",
+                                   "content": f"message {i} " * 30} for i in range(2000)])
+    shell = f"{SCRIPT} show {conv.id} --url {url} | head -1; echo status ${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env,
+                          timeout=120, check=True)
+    assert done.stdout.splitlines() == ["long transcript", "status 0"]
+    assert "Traceback" not in done.stderr

@@ -130,10 +130,22 @@ def cli_hint(exc: SchemaOutOfDate) -> str:
     return f"{first}; run `convotree db upgrade`"
 
 
+class _Console(Console):
+    """rich's console, but a reader that leaves the pipe (``convotree show … | head``)
+    ends the command quietly with status 0, as ``main`` does for ``BrokenPipeError``
+    (rich's default exits with status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # nothing more reaches the closed pipe
+        raise BrokenPipeError
+
+
 def console(args: argparse.Namespace | None = None) -> Console:
     """Standard output. Plain text when it is not a terminal (pipes and tests get no
     ANSI codes); rich honours NO_COLOR, FORCE_COLOR and COLUMNS."""
-    return Console(highlight=False, soft_wrap=False)
+    return _Console(highlight=False, soft_wrap=False)
 
 
 def err_console() -> Console:
