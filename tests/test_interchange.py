@@ -15,7 +15,12 @@ import pytest
 
 import convotree
 from convotree import errors
-from convotree.interchange import FORMATS, export_conversation, import_file
+from convotree.interchange import (
+    FORMATS,
+    export_conversation,
+    export_conversations,
+    import_file,
+)
 from tests.conftest import table_counts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -146,6 +151,25 @@ def test_oasst2_real_file(store: convotree.Store, tmp_path: Path) -> None:
     cid = next(c for c in result.conversation_ids if len(other.leaves(c)) > 2)
     third, back = roundtrip(other, cid, "oasst", tmp_path)
     assert shape(third, back) == shape(other, cid)
+    # Every tree: its export imports back with the same current branch (the best reply
+    # does not depend on the order a file lists replies in).
+    docs = export_conversations(other, result.conversation_ids, "oasst")
+    exported = tmp_path / "all.jsonl"
+    exported.write_text("\n".join(json.dumps(doc) for doc in docs))
+    copy = fresh(store)
+    reimported = import_file(copy, exported, "oasst")
+    assert reimported.imported == 520
+
+    def current_sources(target: convotree.Store, ids: list[uuid.UUID]) -> set[str]:
+        found = set()
+        for conversation_id in ids:
+            current = target.current(conversation_id)
+            assert current is not None and current.metadata is not None
+            found.add(current.metadata["source_id"])
+        return found
+
+    assert current_sources(copy, reimported.conversation_ids) == current_sources(
+        other, result.conversation_ids)
 
 
 # --- branching fixtures ------------------------------------------------------------------

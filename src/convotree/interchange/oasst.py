@@ -17,8 +17,8 @@ Two line shapes are read, even mixed in one file:
 ``rank``, ``deleted``, ``review_count``, ``emojis``, ``labels``, ...) is kept in the
 node's metadata. A tree id seen again later in the file is a duplicate: skipped and
 counted. OASST has no current branch; the current node is the leaf reached by always
-following the best-ranked reply (lowest ``rank``; unranked replies after ranked ones,
-then file order).
+following the best-ranked reply (lowest ``rank``; unranked replies after ranked ones;
+ties to the oldest ``created_date``, then file order).
 """
 
 from __future__ import annotations
@@ -78,7 +78,15 @@ def _best_leaf(nodes: list[DraftNode], ranks: Mapping[str, Any]) -> str | None:
         seen.add(node.key)
         replies = children[node.key]
         ranked = [r for r in replies if isinstance(ranks.get(r.key), int | float)]
-        node = min(ranked, key=lambda r: ranks[r.key]) if ranked else replies[0]
+        # Ties go to the oldest reply (then file order): the same choice whatever
+        # order a file lists the replies in, so an export imports back to it.
+        order = {id(r): i for i, r in enumerate(replies)}
+
+        def age(reply: DraftNode) -> tuple[bool, Any, int]:
+            return (reply.created_at is None, reply.created_at or 0, order[id(reply)])
+
+        node = (min(ranked, key=lambda r: (ranks[r.key], *age(r))) if ranked
+                else min(replies, key=age))
     return node.key
 
 
