@@ -517,3 +517,21 @@ def test_native_unknown_encoding_fails_that_conversation_only(store: convotree.S
     assert (result.imported, result.failed) == (1, 1)
     assert "bogus_base" in result.failures[0].reason
     assert table_counts(store)[1] == before[1] + 1
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["openwebui-importer__gpt_example.json",
+                                  "chatgpt-export-parser__example-conversation.json"])
+def test_chatgpt_export_puts_back_what_import_set_aside(store: convotree.Store,
+                                                        name: str) -> None:
+    """Hidden messages and the empty root come back with every parent link as it was."""
+    source = json.loads((DATA / "chatgpt_export" / name).read_text())
+    source = source[0] if isinstance(source, list) else source
+    other = fresh(store)
+    result = import_file(other, DATA / "chatgpt_export" / name, "chatgpt")
+    exported = export_conversation(other, result.conversation_ids[0], "chatgpt")
+    assert set(exported["mapping"]) == set(source["mapping"])
+    for key, entry in source["mapping"].items():
+        assert exported["mapping"][key]["parent"] == entry.get("parent"), key
+        assert sorted(exported["mapping"][key]["children"]) == sorted(entry.get("children", []))
+    assert exported["current_node"] == source["current_node"]

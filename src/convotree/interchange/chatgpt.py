@@ -5,7 +5,8 @@ Import keeps every branch, the current node, timestamps and model slugs. Skipped
 design: nodes without a message (the empty ``client-created-root``) and messages
 flagged ``is_visually_hidden_from_conversation`` (ChatGPT's hidden system prompt and
 custom-instruction context); their children hang under the nearest kept ancestor,
-and the hidden messages are kept in the conversation's metadata. ChatGPT's ``tool``
+and the hidden messages are kept in the conversation's metadata, so export puts them
+back where they were. ChatGPT's ``tool``
 messages (browsing, code, image tools) have no Chat Completions ``tool_call_id``, so
 they are stored as ``assistant`` messages with ``metadata.chatgpt.author.role ==
 "tool"``; export restores the role. Non-text content (images, code, execution
@@ -92,6 +93,7 @@ def _conversation(index: int, raw: Any) -> DraftConversation:
     source_id = raw.get("conversation_id") or raw.get("id") or f"index:{index}"
     kept: dict[str, DraftNode] = {}
     skipped: list[dict[str, Any]] = []
+    empty: list[dict[str, Any]] = []
     parent_of: dict[str, str | None] = {}
     for key, entry in mapping.items():
         if not isinstance(entry, Mapping):
@@ -105,6 +107,7 @@ def _conversation(index: int, raw: Any) -> DraftConversation:
         parent_of[key] = parent
         message = entry.get("message")
         if message is None:
+            empty.append({"id": key, "parent": parent})
             continue
         if not isinstance(message, Mapping):
             raise InvalidImport(f"message {key!r}: 'message' must be an object")
@@ -123,7 +126,10 @@ def _conversation(index: int, raw: Any) -> DraftConversation:
         return key
 
     for node in kept.values():
-        node.parent = nearest_kept(node.parent)
+        relinked = nearest_kept(node.parent)
+        if relinked != node.parent and node.metadata is not None:
+            node.metadata["source_parent"] = node.parent   # for the export to put back
+        node.parent = relinked
     current = raw.get("current_node")
     if current is not None and current not in mapping:
         raise InvalidImport(f"current_node {current!r} is not in the mapping")
@@ -132,6 +138,8 @@ def _conversation(index: int, raw: Any) -> DraftConversation:
     metadata = source_meta(FORMAT, str(source_id), extras)
     if skipped:
         metadata["skipped"] = skipped
+    if empty != [{"id": ROOT, "parent": None}]:
+        metadata["empty_nodes"] = empty
     title = raw.get("title")
     return DraftConversation(
         label=f"conversation {index + 1} (id {source_id})", source_id=str(source_id),
@@ -167,19 +175,45 @@ def _message(node: Node, key: str) -> dict[str, Any]:
 
 
 def export(store: Store, conversation: ConversationRef) -> dict[str, Any]:
+    """The conversation as one ChatGPT export object.
+
+    What the import set aside comes back where it was: the message-less nodes (the
+    ``client-created-root``) and the hidden messages kept in the conversation's
+    metadata, with the nodes that hung under them re-attached to them.
+    """
     conv = store.get_conversation(conversation)
     tree = store.tree(conv)
     keys = {node.id: source_key(node.metadata, FORMAT, node.id) for node in tree}
-    mapping: dict[str, dict[str, Any]] = {
-        ROOT: {"id": ROOT, "message": None, "parent": None, "children": []}}
+    meta = conv.metadata or {}
+    set_aside = meta.get("empty_nodes") if meta.get("source") == FORMAT else None
+    parents: dict[str, str | None] = {}
+    mapping: dict[str, dict[str, Any]] = {}
+    roots: list[Mapping[str, Any]] = (set_aside if isinstance(set_aside, list)
+                                      else [{"id": ROOT, "parent": None}])
+    for entry in roots:
+        mapping[str(entry["id"])] = {"id": entry["id"], "message": None, "children": []}
+        parents[str(entry["id"])] = entry.get("parent")
+    root = next(iter(mapping), None)   # None: the source had no message-less root
+    hidden = meta.get("skipped") if meta.get("source") == FORMAT else None
+    for entry in hidden if isinstance(hidden, list) else []:
+        mapping[entry["id"]] = {"id": entry["id"], "message": entry["message"], "children": []}
+        parents[entry["id"]] = entry.get("parent")
     for node in tree:
         if node.kind != "message":
             continue  # summaries are convotree's own; ChatGPT has no such node
         key = keys[node.id]
-        parent = keys[node.parent_id] if node.parent_id is not None else ROOT
-        mapping[key] = {"id": key, "message": _message(node, key), "parent": parent,
-                        "children": []}
-        mapping[parent]["children"].append(key)
+        original = (node.metadata or {}).get("source_parent")
+        parent: str | None = (
+            original if isinstance(original, str) and original in mapping
+            else keys[node.parent_id] if node.parent_id is not None else root)
+        mapping[key] = {"id": key, "message": _message(node, key), "children": []}
+        parents[key] = parent
+    for key, linked in parents.items():
+        if linked is not None and linked not in mapping:
+            linked = root if key != root else None
+        mapping[key]["parent"] = linked
+        if linked is not None:
+            mapping[linked]["children"].append(key)
     extras = source_extras(conv.metadata, FORMAT)
     source_id = source_key(conv.metadata, FORMAT, conv.id)
     return {
@@ -187,7 +221,9 @@ def export(store: Store, conversation: ConversationRef) -> dict[str, Any]:
         "title": conv.title,
         "create_time": extras.get("create_time", conv.created_at.timestamp()),
         "update_time": extras.get("update_time", conv.updated_at.timestamp()),
-        "mapping": mapping,
+        "mapping": {key: {"id": entry["id"], "message": entry["message"],
+                          "parent": entry["parent"], "children": entry["children"]}
+                    for key, entry in mapping.items()},
         "current_node": keys.get(conv.current_node_id) if conv.current_node_id else None,
         "conversation_id": source_id,
         "id": source_id,

@@ -66,6 +66,12 @@ def _node(row: Mapping[str, Any], parent: str | None) -> DraftNode:
                      model=model if isinstance(model, str) else None)
 
 
+def _age(reply: DraftNode, position: int) -> tuple[bool, float, int]:
+    """Oldest first; replies without a date after dated ones; then file order."""
+    stamp = reply.created_at.timestamp() if reply.created_at is not None else 0.0
+    return (reply.created_at is None, stamp, position)
+
+
 def _best_leaf(nodes: list[DraftNode], ranks: Mapping[str, Any]) -> str | None:
     children: dict[str | None, list[DraftNode]] = {}
     for node in nodes:
@@ -80,13 +86,9 @@ def _best_leaf(nodes: list[DraftNode], ranks: Mapping[str, Any]) -> str | None:
         ranked = [r for r in replies if isinstance(ranks.get(r.key), int | float)]
         # Ties go to the oldest reply (then file order): the same choice whatever
         # order a file lists the replies in, so an export imports back to it.
-        order = {id(r): i for i, r in enumerate(replies)}
-
-        def age(reply: DraftNode) -> tuple[bool, Any, int]:
-            return (reply.created_at is None, reply.created_at or 0, order[id(reply)])
-
-        node = (min(ranked, key=lambda r: (ranks[r.key], *age(r))) if ranked
-                else min(replies, key=age))
+        ages = {r.key: _age(r, index) for index, r in enumerate(replies)}
+        node = (min(ranked, key=lambda r: (ranks[r.key], ages[r.key])) if ranked
+                else min(replies, key=lambda r: ages[r.key]))
     return node.key
 
 
