@@ -575,3 +575,29 @@ def test_regenerate_takes_an_answer(store: convotree.Store, server: FakeOpenAI) 
     with pytest.raises(InvalidContent):
         chat.regenerate(user)
     assert table_counts(store) == before
+
+
+def test_redact_removes_the_text_from_replayed_items(
+        store: convotree.Store, server: FakeOpenAI) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    conv = store.create_conversation()
+    server.script(Reply(text="your code is 4242", reasoning="ENC"))
+    answer = chat.send(conv, "remember my code")
+    assert answer.api_items is not None
+    store.redact(answer)
+    chat.send(answer, "what was it?")
+    sent = json.dumps(server.bodies[-1])
+    assert "4242" not in sent and "ENC" not in sent
+    assert server.bodies[-1]["input"][1] == {"role": "assistant", "content": "[redacted]"}
+
+
+def test_reasoning_with_nothing_after_it_is_not_replayed(
+        store: convotree.Store, server: FakeOpenAI) -> None:
+    """An answer cut off while reasoning: a lone reasoning item would be refused."""
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    conv = store.create_conversation()
+    server.script(Reply(text="", reasoning="ENC", omit_message=True))
+    answer = chat.send(conv, "think hard")
+    assert answer.api_items is None and answer.content == ""
+    chat.send(answer, "and?")
+    assert server.bodies[-1]["input"][1] == {"role": "assistant", "content": ""}

@@ -488,3 +488,19 @@ def test_tree_of_deep_forks_stays_within_the_width(db: list[str], db_url: str, t
     assert any("┆+" in line for line in drawn)
     deepest = next(line for line in drawn if "follow up 29" in line)
     assert "user" in deepest and "◀ current" in deepest
+
+
+def test_tree_with_wide_characters_fits(db: list[str], db_url: str, tenant: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.cells import cell_len
+
+    with convotree.Store(db_url, tenant=tenant) as store:
+        conv = store.create_conversation(title="中文")
+        ask = store.append(conv, role="user", content="为什么天空是蓝色的" * 8)
+        store.append(conv, parent=ask, role="assistant", content="因为瑞利散射。" * 12)
+        store.append(conv, parent=ask, role="assistant", content="天空散射蓝光。" * 12)
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = run_cli("show", str(conv.id), "--tree", *db).lines
+    drawn = [line for line in lines if "assistant" in line or "user" in line]
+    assert len(drawn) == 3 and all(cell_len(line) <= 80 for line in lines)
+    assert all(line.endswith("…") or "◀ current" in line for line in drawn)

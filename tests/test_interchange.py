@@ -535,3 +535,33 @@ def test_chatgpt_export_puts_back_what_import_set_aside(store: convotree.Store,
         assert exported["mapping"][key]["parent"] == entry.get("parent"), key
         assert sorted(exported["mapping"][key]["children"]) == sorted(entry.get("children", []))
     assert exported["current_node"] == source["current_node"]
+
+
+def test_oasst_flat_file_concatenated_twice(store: convotree.Store, tmp_path: Path) -> None:
+    """The same flat rows twice (two exports joined): every tree once, each copy skipped;
+    a row that differs under the same message id fails its tree."""
+    lines = (FIX / "oasst_flat.jsonl").read_text().splitlines()
+    once = import_file(fresh(store), FIX / "oasst_flat.jsonl", "oasst")
+    path = tmp_path / "twice.jsonl"
+    path.write_text("\n".join(lines + lines) + "\n")
+    twice = import_file(fresh(store), path, "oasst")
+    assert (twice.imported, twice.failed, twice.nodes) == (once.imported, 0, once.nodes)
+    assert twice.skipped == once.imported
+    changed = json.loads(lines[0])
+    changed["text"] = "something else"
+    path.write_text("\n".join([*lines, json.dumps(changed)]) + "\n")
+    conflict = import_file(fresh(store), path, "oasst")
+    assert conflict.failed == 1 and "appears twice with different content" in \
+        conflict.failures[0].reason
+
+
+@pytest.mark.parametrize(("fmt", "fixture"), [("oasst", "oasst_flat.jsonl"),
+                                              ("openwebui", "openwebui_branching.json")])
+def test_a_byte_order_mark_is_not_an_error(store: convotree.Store, tmp_path: Path, fmt: str,
+                                           fixture: str) -> None:
+    path = tmp_path / fixture
+    path.write_bytes(b"\xef\xbb\xbf" + (FIX / fixture).read_bytes())
+    plain = import_file(fresh(store), FIX / fixture, fmt)
+    with_bom = import_file(fresh(store), path, fmt)
+    assert (with_bom.imported, with_bom.failed, with_bom.nodes) == (
+        plain.imported, 0, plain.nodes)

@@ -49,3 +49,20 @@ def test_count_texts_matches_count_text() -> None:
             tokens.count_text(text, encoding) for text in texts]
         assert tokens.count_texts(texts[:3], encoding) == [
             tokens.count_text(text, encoding) for text in texts[:3]]
+
+
+def test_count_texts_works_in_a_forked_child() -> None:
+    """The counting pool is per process: a child forked after the parent used it (gunicorn
+    --preload, multiprocessing) starts its own instead of waiting forever."""
+    import os
+    import signal
+
+    texts = [f"text {i} " * 10 for i in range(64)]
+    expected = tokens.count_texts(texts, "o200k_base")
+    pid = os.fork()
+    if pid == 0:   # the child: exit 0 only if counting returns the same numbers
+        signal.alarm(20)
+        ok = tokens.count_texts(texts, "o200k_base") == expected
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -333,11 +333,13 @@ def redact(conn: Connection, *, tenant: str, conversation_id: uuid.UUID, node_id
     Returns how many summaries went. One transaction, with the caller's.
     """
     get_node(conn, tenant=tenant, conversation_id=conversation_id, node_id=node_id)
+    # The API's own items go too: a replayed Responses output holds the original text
+    # (and encrypted reasoning may hold it as well), so keeping them would send it again.
     conn.execute(
         update(nodes).where(nodes.c.conversation_id == conversation_id, nodes.c.id == node_id)
         .values(content=message.content, parts=message.parts, media=message.media,
                 token_count=message.token_count, overhead_tokens=message.overhead_tokens,
-                encoding=message.encoding))
+                encoding=message.encoding, api_items=None))
     params = _params(tenant, conversation_id, node_id)
     return int(conn.execute(_DELETE_SUMMARIES_BELOW, params).rowcount)
 

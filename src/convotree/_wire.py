@@ -186,12 +186,22 @@ def _replay_items(output: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     the API pairs a reasoning item with the message or call that follows it, so
     rebuilding those from columns (without ids) would break the pair. OpenAI's own
     stateless pattern is the same: append ``response.output`` to the next input.
-    Reasoning items that cannot be replayed (no encrypted content) are left out.
+    Reasoning items are kept only when they can be replayed (encrypted content) and
+    something follows them (the API refuses a reasoning item with no following item,
+    which an answer cut off while reasoning would leave).
     """
-    if not any(_opaque(item) for item in output):
-        return None
-    return [item for item in output
-            if item.get("type") != "reasoning" or item.get("encrypted_content")]
+    kept: list[dict[str, Any]] = []
+    for index, item in enumerate(output):
+        if item.get("type") == "reasoning":
+            followed = any(later.get("type") in _FOLLOWERS for later in output[index + 1:])
+            if not (item.get("encrypted_content") and followed):
+                continue
+        kept.append(item)
+    return kept if any(_opaque(item) for item in kept) else None
+
+
+#: Output items a reasoning item may precede.
+_FOLLOWERS = frozenset({"message", "function_call", "custom_tool_call"})
 
 
 def parse_response(response: Any) -> Answer:

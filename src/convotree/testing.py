@@ -64,6 +64,8 @@ class Reply:
     #: stream (``response.failed`` for Responses, an ``error`` payload for Chat
     #: Completions) and ends it cleanly.
     fail_after: int | None = None
+    #: Responses only: no message item in the output (an answer cut off while reasoning).
+    omit_message: bool = False
 
 
 class _Server(ThreadingHTTPServer):
@@ -286,7 +288,7 @@ def _response(number: int, model: str, text: str | None, reply: Reply,
     if reply.reasoning is not None:
         output.append({"type": "reasoning", "id": f"rs_{number}", "summary": [],
                        "encrypted_content": reply.reasoning})
-    if text is not None:
+    if text is not None and not reply.omit_message:
         output.append({"type": "message", "id": f"msg_{number}", "status": "completed",
                        "role": "assistant",
                        "content": [{"type": "output_text", "text": text, "annotations": []}]})

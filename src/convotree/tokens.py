@@ -128,6 +128,12 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
                                                  thread_name_prefix="convotree-tokens")
 
 
+# A forked child inherits the pool object but not its threads (gunicorn --preload,
+# multiprocessing, Celery prefork): it must start its own, or counting would wait forever.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 def tool_calls_tokens(tool_calls: Iterable[Mapping[str, Any]] | None, encoding: str) -> int:
     """Estimated tokens of an assistant message's ``tool_calls``.
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -87,6 +88,15 @@ def tree_lines(nodes: Sequence[Node], current: uuid.UUID | None, width: int) -> 
     return lines
 
 
+def _fit(text: str, room: int) -> str:
+    """``text`` cut to ``room`` terminal cells (wide CJK characters take two)."""
+    if room < 1:
+        return ""
+    if cell_len(text) <= room:
+        return text
+    return set_cell_size(text, room - 1).rstrip() + "…"
+
+
 def _fold_graph(graph: str, width: int) -> str:
     """Deep forks would push the text off the line: past a third of the width, the
     outer levels fold into ``┆+N`` (N levels hidden), keeping the innermost ones."""
@@ -104,12 +114,8 @@ def _tree_line(node: Node, graph: str, on_branch: bool, is_current: bool, width:
     head = f"{short(node.id)} {node.token_count:>6}  {graph}"
     mark = CURRENT_MARK if is_current else ""
     label = f"{label:<9}"
-    room = width - len(head) - len(label) - 2 - len(mark)
-    text = _one_line(node.content)
-    if room < 1:
-        text = ""
-    elif len(text) > room:
-        text = text[: room - 1] + "…"
+    room = width - cell_len(head) - len(label) - 2 - cell_len(mark)
+    text = _fit(_one_line(node.content), room)
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(head[:9], style="dim")
     line.append(head[9:])
@@ -154,10 +160,7 @@ _TITLE_WIDTH = 60
 
 
 def _title_cell(title: str | None, width: int) -> Text:
-    text = _one_line(title) if title else "(untitled)"
-    if len(text) > width:
-        text = text[: width - 1] + "…"
-    return Text(text)
+    return Text(_fit(_one_line(title) if title else "(untitled)", width))
 
 
 def conversation_table(rows: Sequence[ConversationStats], width: int = 200) -> Table:

@@ -17,7 +17,7 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     nothing in it can be trusted to be complete, so nothing is written.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:   # a BOM is not JSON
             return json.load(handle)
     except json.JSONDecodeError as exc:
         raise InvalidImport(f"{os.fspath(path)} is not valid JSON: {exc.msg} at line "
@@ -26,20 +26,7 @@ def load_json(path: str | os.PathLike[str]) -> Any:
         raise InvalidImport(f"{os.fspath(path)} is not UTF-8 text: {exc}") from exc
 
 
-def json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any | InvalidImport]]:
-    """``(line number, value)`` for every non-blank line; a bad line gives its error.
-
-    Streams: only one line is in memory at a time.
-    """
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, InvalidImport(f"line {number} is not valid JSON: {exc.msg} at "
-                                            f"column {exc.colno}")
+_BOM = b"\xef\xbb\xbf"
 
 
 def json_line_offsets(path: str | os.PathLike[str]
@@ -53,6 +40,8 @@ def json_line_offsets(path: str | os.PathLike[str]
         offset = 0
         for number, raw in enumerate(handle, start=1):
             start, offset = offset, offset + len(raw)
+            if start == 0 and raw.startswith(_BOM):
+                raw, start = raw[len(_BOM):], len(_BOM)
             if not raw.strip():
                 continue
             yield number, start, _decode_line(raw, number), raw

@@ -11,7 +11,8 @@ Two line shapes are read, even mixed in one file:
   (numbers, not rows: memory stays small on the official multi-GB files); the second
   reads each tree's lines back and writes the tree. A broken line whose tree id can
   still be read fails that whole tree (nothing of it is written); one whose id cannot
-  be read fails alone.
+  be read fails alone. A row seen twice (two exports concatenated) is read once and the
+  copy counted as skipped; two different rows with one message id fail the tree.
 
 ``prompter`` becomes ``user``, ``assistant`` stays; every other field (``lang``,
 ``rank``, ``deleted``, ``review_count``, ``emojis``, ``labels``, ...) is kept in the
@@ -135,6 +136,10 @@ class _FlatTree:
         self.tree_id, self.first, self.last = tree_id, first_line, first_line
         self.lines: list[tuple[int, int]] = []     # (line number, byte offset)
         self.broken: str | None = None
+        # message id -> (line number, hash of the line): a row seen again (two exports
+        # concatenated) is a duplicate when identical, a conflict when not.
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.repeated = False
 
     def label(self) -> str:
         return f"tree {self.tree_id} (lines {self.first}-{self.last})"
@@ -199,8 +204,22 @@ def read(path: str | os.PathLike[str]) -> Iterator[Item | Skip]:
         group = flat.get(tree_id)
         if group is None:
             group = flat[tree_id] = _FlatTree(tree_id, number)
-        group.lines.append((number, offset))
         group.last = number
+        message_id = row.get("message_id")
+        if isinstance(message_id, str):
+            fingerprint = hash(raw.strip())
+            earlier = group.seen.get(message_id)
+            if earlier is not None:
+                if earlier[1] != fingerprint:
+                    group.broken = group.broken or (
+                        f"message {message_id!r} appears twice with different content "
+                        f"(lines {earlier[0]} and {number})")
+                elif not group.repeated:   # the same row again: count the copy once
+                    group.repeated = True
+                    yield Skip(number)
+                continue
+            group.seen[message_id] = (number, fingerprint)
+        group.lines.append((number, offset))
     if flat:
         with open(path, "rb") as handle:
             for group in flat.values():
