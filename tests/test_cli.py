@@ -263,7 +263,7 @@ def test_context_report(db: list[str], lisbon: dict[str, Any]) -> None:
     assert result.code == 0, result.err
     lines = result.lines
     assert lines[0].startswith("system     Be brief.")
-    assert lines[-1].startswith("user       Add a food tour") or "Add a food tour" in result.out
+    assert lines[lines.index("") - 1].startswith("user       Add a food tour")  # last sent
     report = dict(line.split(maxsplit=1) if not line.startswith(("kept", "dropped",
                   "summarizer")) else line.rsplit(maxsplit=1)[::-1][::-1]
                   for line in lines[lines.index("") + 1:])

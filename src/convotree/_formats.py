@@ -103,8 +103,6 @@ def _response_part(part: Mapping[Any, Any], assistant: bool) -> dict[str, Any]:
 def response_items(row: NodeRow, call_types: Mapping[str, str]) -> list[dict[str, Any]]:
     """The Responses input items for one node (a tool call can become several)."""
     role = row.role
-    # Items only the API can produce (reasoning with encrypted content) go back first,
-    # exactly as they came; the message and its calls are rebuilt from the columns.
     # A turn that came from the Responses API with opaque items (encrypted reasoning,
     # compaction) goes back exactly as the API returned it, ids and all; so does a
     # stored OpenAI compaction summary.

@@ -248,15 +248,14 @@ def append(
             raise InvalidParent("a summary node cannot have children",
                                 conversation_id=conversation_id, node_id=parent_id)
         depth = parent["depth"] + 1
-        kept = parent["pinned"] or parent["role"] in ALWAYS_KEPT_ROLES
-        pinned_ancestor = parent_id if kept else parent["pinned_ancestor_id"]
+        pinned_ancestor = pinned_anchor(parent_id, parent)
         if parent["role"] == "tool":
             chain = [r._mapping for r in conn.execute(
                 _TOOL_CHAIN, _params(tenant, conversation_id, parent_id))]
         else:
             chain = [{**parent, "tool_call_id": None}]
     check_tool_pairing(chain, message, conversation_id=conversation_id)
-    values = _node_values(conversation_id, node_id or uuid7(), parent_id, depth,
+    values = node_values(conversation_id, node_id or uuid7(), parent_id, depth,
                           pinned_ancestor, message, now)
     conn.execute(_INSERT_NODE, values)
     if set_current and message.kind == "message":
@@ -266,7 +265,14 @@ def append(
     return Node.from_row(values)
 
 
-def _node_values(conversation_id: uuid.UUID, node_id: uuid.UUID, parent_id: uuid.UUID | None,
+def pinned_anchor(parent_id: uuid.UUID, parent: Mapping[Any, Any]) -> uuid.UUID | None:
+    """``pinned_ancestor_id`` of a child of ``parent``: the parent itself when pruning
+    always keeps it (pinned, system, developer), else the parent's own pointer."""
+    kept = parent["pinned"] or parent["role"] in ALWAYS_KEPT_ROLES
+    return parent_id if kept else parent["pinned_ancestor_id"]
+
+
+def node_values(conversation_id: uuid.UUID, node_id: uuid.UUID, parent_id: uuid.UUID | None,
                  depth: int, pinned_ancestor: uuid.UUID | None, message: PreparedMessage,
                  now: datetime, summary_base_id: uuid.UUID | None = None) -> dict[str, Any]:
     """The row for a new node."""
@@ -316,7 +322,7 @@ def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
     row = conn.execute(_PARENT_FOR_APPEND, _params(tenant, conversation_id, covered_id)).first()
     if row is None:
         raise _missing_node(conn, tenant, conversation_id, covered_id)
-    values = _node_values(conversation_id, uuid7(), covered_id, row._mapping["depth"] + 1, None,
+    values = node_values(conversation_id, uuid7(), covered_id, row._mapping["depth"] + 1, None,
                           message, utcnow(), summary_base_id=base_id)
     insert = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(nodes)
     stored = conn.execute(

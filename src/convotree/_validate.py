@@ -231,11 +231,9 @@ def prepare_message(
         raise InvalidContent("created_at must be timezone-aware")
 
     enc = encoding or tokens.encoding_for_model(model)
-    if known_counts:
-        token_count = sum(known_counts[piece] if piece in known_counts
-                          else tokens.count_text(piece, enc) for piece in texts)
-    else:
-        token_count = sum(tokens.count_text(piece, enc) for piece in texts)
+    known = known_counts or {}
+    token_count = sum(known[piece] if piece in known else tokens.count_text(piece, enc)
+                      for piece in texts)
     overhead = tokens.message_overhead(
         role=role, name=name, tool_calls=calls, tool_call_id=tool_call_id, encoding=enc
     )

@@ -269,10 +269,9 @@ class Store:
         call that was not made, leaves the database as it was). Each item of
         ``messages`` holds ``append`` keywords (``role``, ``content``, ``tool_call_id``…).
         """
-        allowed = _APPEND_FIELDS
         prepared = []
         for index, fields in enumerate(messages):
-            unknown = set(fields) - allowed
+            unknown = set(fields) - _APPEND_FIELDS
             if unknown:
                 raise InvalidContent(f"message {index}: unknown fields {sorted(unknown)}")
             if "role" not in fields:

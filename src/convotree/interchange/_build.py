@@ -18,8 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import tokens
-from .._ops import ALWAYS_KEPT_ROLES, check_tool_pairing
-from .._schema import nodes as nodes_table
+from .._ops import check_tool_pairing, node_values, pinned_anchor
 from .._validate import PreparedMessage, check_metadata, check_title, prepare_message
 from ..errors import InvalidImport, InvalidInput, InvalidParent
 from ._draft import DraftConversation, DraftNode, derived_conversation_id, derived_node_id
@@ -121,6 +120,11 @@ def _chain(rows: Mapping[str, dict[str, Any]], parent_key: str,
     return chain
 
 
+#: Columns of a native node that are computed on import, never taken from the file.
+_COMPUTED = ("conversation_id", "id", "parent_id", "depth", "created_at", "content", "media",
+             "token_count", "overhead_tokens", "encoding")
+
+
 def build(draft: DraftConversation, *, tenant: str, fmt: str, encoding: str,
           max_message_bytes: int) -> Rows:
     """Validate ``draft`` completely and return its rows, or raise ``InvalidInput``."""
@@ -132,7 +136,6 @@ def build(draft: DraftConversation, *, tenant: str, fmt: str, encoding: str,
     parents = {node.key: node.parent for node in draft.nodes}
     now = datetime.now(UTC)
     fallback_time = draft.created_at or now
-    columns = [column.name for column in nodes_table.c]
     result: list[dict[str, Any]] = []
     counts = _batch_counts(draft, encoding)
     for node, depth in ordered:
@@ -148,38 +151,21 @@ def build(draft: DraftConversation, *, tenant: str, fmt: str, encoding: str,
                     message, conversation_id=conversation_id)
         except InvalidInput as exc:
             raise type(exc)(f"message {node.key!r}: {exc}") from exc
-        if parent is None:
-            anchor = None
-        else:
-            kept = parent["pinned"] or parent["role"] in ALWAYS_KEPT_ROLES
-            anchor = parent["id"] if kept else parent["pinned_ancestor_id"]
+        anchor = None if parent is None else pinned_anchor(parent["id"], parent)
         created = message.created_at or (parent["created_at"] if parent else fallback_time)
-        row: dict[str, Any] = dict.fromkeys(columns)
-        if node.columns is not None:  # native: every column exactly as exported ...
+        row = node_values(conversation_id, node.id or derived_node_id(conversation_id, node.key),
+                          parent["id"] if parent else None, depth, anchor, message, created)
+        if node.columns is not None:
+            # native: every column exactly as exported, except the tree position
+            # (computed here) and what convotree derives from the message itself: the
+            # text of the parts, media sizes and token counts are recomputed, once, so
+            # a hand-edited backup cannot store counts that disagree with its content.
+            computed = {key: row[key] for key in _COMPUTED}
             row.update({k: v for k, v in node.columns.items() if k in row})
-            # ... except what convotree derives from the message itself: the text of
-            # the parts, media sizes and token counts are recomputed here, once, so a
-            # hand-edited backup cannot store counts that disagree with its content.
-            row.update(content=message.content, media=message.media,
-                       token_count=message.token_count,
-                       overhead_tokens=message.overhead_tokens, encoding=message.encoding)
-        else:
-            row.update(
-                kind=message.kind, role=message.role, content=message.content,
-                parts=message.parts, media=message.media, name=message.name,
-                tool_calls=message.tool_calls, tool_call_id=message.tool_call_id,
-                model=message.model, token_count=message.token_count,
-                overhead_tokens=message.overhead_tokens, encoding=message.encoding,
-                input_tokens=message.input_tokens, output_tokens=message.output_tokens,
-                pinned=message.pinned, metadata=message.metadata)
-        if node.columns is not None and "pinned_ancestor_id" in node.columns:
-            # Summaries store no pointer (see _ops.insert_summary): keep what was stored.
-            anchor = node.columns["pinned_ancestor_id"]
-        row.update(
-            conversation_id=conversation_id,
-            id=node.id or derived_node_id(conversation_id, node.key),
-            parent_id=parent["id"] if parent else None, depth=depth,
-            pinned_ancestor_id=anchor, created_at=created)
+            row.update(computed)
+            if "pinned_ancestor_id" in node.columns:
+                # Summaries store no pointer (see _ops.insert_summary): keep what was stored.
+                row["pinned_ancestor_id"] = node.columns["pinned_ancestor_id"]
         rows[node.key] = row
         result.append(row)
     current: uuid.UUID | None = None
