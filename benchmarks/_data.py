@@ -20,12 +20,18 @@ from convotree._ids import uuid7
 from convotree._schema import conversations, nodes
 from convotree._validate import PreparedMessage, prepare_message
 
-OASST = Path(__file__).resolve().parents[2] / "shared" / "data" / "oasst2" / "oasst2_filtered.jsonl"
+#: The whole OASST2 sample when the shared data folder is beside the checkout, else the
+#: 100-line selection that ships with the tests (tests/fixtures/real, Apache-2.0).
+_SHARED_OASST = (Path(__file__).resolve().parents[2] / "shared" / "data" / "oasst2"
+                 / "oasst2_filtered.jsonl")
+_FIXTURE_OASST = (Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "real"
+                  / "oasst2_sample.jsonl")
+OASST = _SHARED_OASST if _SHARED_OASST.is_file() else _FIXTURE_OASST
 BATCH = 2_000
 
 
 def texts() -> list[str]:
-    """Every message text of the OASST2 sample (1,500 real, multilingual messages)."""
+    """Every message text of the OASST2 sample (real, multilingual messages)."""
     found: list[str] = []
 
     def walk(message: dict[str, Any]) -> None:
@@ -34,7 +40,7 @@ def texts() -> list[str]:
             walk(reply)
 
     if OASST.is_file():
-        for line in OASST.read_text().splitlines():
+        for line in OASST.read_text(encoding="utf-8").splitlines():
             walk(json.loads(line)["prompt"])
     if not found:  # no shared data beside the checkout: synthetic but varied text
         rng = random.Random(7)

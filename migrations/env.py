@@ -8,6 +8,15 @@ Alembic's bookkeeping goes to ``convotree_alembic_version`` so convotree can liv
 an application database that has its own ``alembic_version``. Concurrent upgrades are
 serialized: a PostgreSQL advisory lock, or SQLite's write lock (BEGIN IMMEDIATE),
 is taken before alembic reads the current version.
+
+One run is one transaction, on both backends: every step of ``upgrade head`` or
+``downgrade base`` commits together or not at all, so a step that fails leaves the
+database at the revision the run started from. Alembic assumes SQLite cannot roll back
+DDL and would commit after each step; it can (convotree's engine hands transaction
+control to SQLAlchemy and sends its own BEGIN), so ``transactional_ddl`` is forced on.
+Rule for future migrations: nothing that cannot run inside a transaction (no
+``CREATE INDEX CONCURRENTLY``, no SQLite ``batch_alter_table`` "move and copy", which
+needs foreign keys off and cannot switch them inside a transaction).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ def run(connection: Connection) -> None:
         version_table=VERSION_TABLE,
         include_object=include_object,
         render_as_batch=connection.dialect.name == "sqlite",
+        transactional_ddl=True,
         compare_type=True,
         compare_server_default=True,
     )

@@ -15,7 +15,7 @@ from convotree.tokens import count_messages
 from tests import sql_audit
 from tests.helpers import call, png_data_url
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"
 
 
 def chain(store: convotree.Store, count: int, *, system: str | None = "Be brief.",
@@ -258,7 +258,7 @@ def test_unknown_node_and_tenant(db_url: str) -> None:
 
 def test_count_matches_billed_tokens_on_recorded_traffic() -> None:
     """Our rule against ``usage.prompt_tokens`` of real recorded API calls."""
-    traces = json.loads((DATA / "tool_calling" / "pydantic-ai__openai_chat_tool_traces.json")
+    traces = json.loads((REAL / "pydantic-ai__openai_chat_tool_traces.json")
                         .read_text())["traces"]
     checked = 0
     for trace in traces:

@@ -1,7 +1,7 @@
 """Import and export of chat histories on both backends, with the real export files.
 
-Real files come from /work/shared/data (attribution in its README); the branching
-fixtures in tests/fixtures/interchange are hand-written.
+Real files are in tests/fixtures/real (sources and licenses in its README); the
+branching fixtures in tests/fixtures/interchange are hand-written.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from convotree.interchange import (
 )
 from tests.conftest import table_counts
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"
 FIX = Path(__file__).resolve().parent / "fixtures" / "interchange"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not beside the checkout")
+OASST_SAMPLE = REAL / "oasst2_sample.jsonl"
 
 
 def key(node: convotree.Node) -> str:
@@ -71,10 +71,9 @@ def roundtrip(store: convotree.Store, conversation: uuid.UUID, fmt: str, tmp_pat
 # --- real files ------------------------------------------------------------------------
 
 
-@needs_data
 def test_chatgpt_real_branching_example(store: convotree.Store, tmp_path: Path) -> None:
-    result = import_file(store, DATA / "chatgpt_export" /
-                         "chatgpt-export-parser__example-conversation.json", "chatgpt")
+    result = import_file(store, REAL / "chatgpt-export-parser__example-conversation.json",
+                         "chatgpt")
     assert (result.imported, result.failed, result.nodes) == (1, 0, 6)
     cid = result.conversation_ids[0]
     got = shape(store, cid)
@@ -90,9 +89,8 @@ def test_chatgpt_real_branching_example(store: convotree.Store, tmp_path: Path) 
     assert shape(other, again) == got
 
 
-@needs_data
 def test_chatgpt_real_linear_skips_hidden(store: convotree.Store) -> None:
-    result = import_file(store, DATA / "chatgpt_export" / "openwebui-importer__gpt_example.json",
+    result = import_file(store, REAL / "openwebui-importer__gpt_example.json",
                          "chatgpt")
     assert (result.imported, result.nodes) == (1, 10)
     cid = result.conversation_ids[0]
@@ -108,9 +106,8 @@ def test_chatgpt_real_linear_skips_hidden(store: convotree.Store) -> None:
     assert all(n.created_at.tzinfo is not None for n in store.tree(cid))
 
 
-@needs_data
 def test_openwebui_real_file(store: convotree.Store, tmp_path: Path) -> None:
-    result = import_file(store, DATA / "openwebui" / "openwebui-importer__webui-json.json",
+    result = import_file(store, REAL / "openwebui-importer__webui-json.json",
                          "openwebui")
     assert (result.imported, result.nodes) == (1, 2)
     cid = result.conversation_ids[0]
@@ -124,15 +121,52 @@ def test_openwebui_real_file(store: convotree.Store, tmp_path: Path) -> None:
     assert shape(other, again) == got
 
 
-@needs_data
+def oasst_facts(path: Path) -> dict[str, int]:
+    """What an import of an OASST tree-row file must find, read from the raw JSON with
+    a walker of its own (independent of convotree's importer)."""
+    seen: set[str] = set()
+    facts = dict.fromkeys(("lines", "trees", "duplicates", "messages", "leaves",
+                           "branching", "deleted"), 0)
+    langs: set[str] = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        facts["lines"] += 1
+        row = json.loads(line)
+        if row["message_tree_id"] in seen:
+            facts["duplicates"] += 1
+            continue
+        seen.add(row["message_tree_id"])
+        facts["trees"] += 1
+        branches = False
+        stack = [row["prompt"]]
+        while stack:
+            message = stack.pop()
+            replies = message.get("replies") or []
+            facts["messages"] += 1
+            facts["leaves"] += not replies
+            facts["deleted"] += bool(message.get("deleted"))
+            langs.add(message["lang"])
+            branches |= len(replies) > 1
+            stack.extend(replies)
+        facts["branching"] += branches
+    facts["langs"] = len(langs)
+    return facts
+
+
+def test_oasst2_sample_facts_are_what_its_readme_says() -> None:
+    facts = oasst_facts(OASST_SAMPLE)
+    assert (facts["lines"], facts["trees"], facts["duplicates"]) == (100, 95, 5)
+    assert facts["branching"] > 10 and facts["deleted"] > 0 and facts["langs"] > 10
+
+
 def test_oasst2_real_file(store: convotree.Store, tmp_path: Path) -> None:
+    expected = oasst_facts(OASST_SAMPLE)
     other = fresh(store)
     seen: list[int] = []
-    result = import_file(other, DATA / "oasst2" / "oasst2_filtered.jsonl", "oasst",
-                         on_progress=seen.append)
-    assert (result.imported, result.skipped, result.failed) == (520, 31, 0)
-    assert result.nodes == 1500
-    assert seen[-1] == 551 and seen == sorted(seen)
+    result = import_file(other, OASST_SAMPLE, "oasst", on_progress=seen.append)
+    assert (result.imported, result.skipped, result.failed) == (
+        expected["trees"], expected["duplicates"], 0)
+    assert result.nodes == expected["messages"]
+    assert seen[-1] == expected["lines"] and seen == sorted(seen)
     leaves = branching = deleted = 0
     langs: set[str] = set()
     for cid in result.conversation_ids:
@@ -144,9 +178,10 @@ def test_oasst2_real_file(store: convotree.Store, tmp_path: Path) -> None:
         deleted += sum(bool(n.metadata and n.metadata["oasst"]["deleted"]) for n in tree)
         langs |= {n.metadata["oasst"]["lang"] for n in tree if n.metadata}
         assert {n.role for n in tree} <= {"user", "assistant"}
-    assert (leaves, branching, deleted, len(langs)) == (953, 111, 52, 32)
-    again = import_file(other, DATA / "oasst2" / "oasst2_filtered.jsonl", "oasst")
-    assert (again.imported, again.skipped, again.nodes) == (0, 551, 0)
+    assert (leaves, branching, deleted, len(langs)) == (
+        expected["leaves"], expected["branching"], expected["deleted"], expected["langs"])
+    again = import_file(other, OASST_SAMPLE, "oasst")
+    assert (again.imported, again.skipped, again.nodes) == (0, expected["lines"], 0)
     # One branching tree through the tree-shape export and back.
     cid = next(c for c in result.conversation_ids if len(other.leaves(c)) > 2)
     third, back = roundtrip(other, cid, "oasst", tmp_path)
@@ -158,7 +193,7 @@ def test_oasst2_real_file(store: convotree.Store, tmp_path: Path) -> None:
     exported.write_text("\n".join(json.dumps(doc) for doc in docs))
     copy = fresh(store)
     reimported = import_file(copy, exported, "oasst")
-    assert reimported.imported == 520
+    assert reimported.imported == expected["trees"]
 
     def current_sources(target: convotree.Store, ids: list[uuid.UUID]) -> set[str]:
         found = set()
@@ -519,16 +554,15 @@ def test_native_unknown_encoding_fails_that_conversation_only(store: convotree.S
     assert table_counts(store)[1] == before[1] + 1
 
 
-@needs_data
 @pytest.mark.parametrize("name", ["openwebui-importer__gpt_example.json",
                                   "chatgpt-export-parser__example-conversation.json"])
 def test_chatgpt_export_puts_back_what_import_set_aside(store: convotree.Store,
                                                         name: str) -> None:
     """Hidden messages and the empty root come back with every parent link as it was."""
-    source = json.loads((DATA / "chatgpt_export" / name).read_text())
+    source = json.loads((REAL / name).read_text())
     source = source[0] if isinstance(source, list) else source
     other = fresh(store)
-    result = import_file(other, DATA / "chatgpt_export" / name, "chatgpt")
+    result = import_file(other, REAL / name, "chatgpt")
     exported = export_conversation(other, result.conversation_ids[0], "chatgpt")
     assert set(exported["mapping"]) == set(source["mapping"])
     for key, entry in source["mapping"].items():

@@ -141,6 +141,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         op.drop_constraint(CURRENT_NODE_FK, "convotree_conversations", type_="foreignkey")
+    else:
+        # SQLite empties a table before dropping it and checks foreign keys while doing
+        # so: with conversations still pointing at their current nodes, dropping the
+        # nodes would fail ("FOREIGN KEY constraint failed") on any database with data.
+        op.execute("UPDATE convotree_conversations SET current_node_id = NULL")
     op.drop_index("uq_convotree_nodes_summary_parent", table_name="convotree_nodes")
     op.drop_index("ix_convotree_nodes_conversation_id_parent_id", table_name="convotree_nodes")
     op.drop_table("convotree_nodes")

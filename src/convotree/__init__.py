@@ -2,38 +2,94 @@
 
 A conversation is a tree of messages stored as rows (SQLite or PostgreSQL); a leaf
 names a whole branch. See README.md for a tour and docs/ for the design.
+
+Names are loaded on first use (PEP 562): ``import convotree`` costs almost nothing, so
+the command line starts fast and an application that only needs the store never
+imports alembic or openai. ``from convotree import Store`` works as usual.
 """
 
 from __future__ import annotations
 
-from . import errors, tokens
-from ._engine import create_engine
-from ._migrate import check as check_schema
-from ._migrate import current_revision, downgrade, migrate
-from .chat import Chat, ChatStream, Turn
-from .context import (
-    Candidate,
-    Context,
-    ContextReport,
-    DefaultPolicy,
-    DepthRange,
-    PruningPolicy,
-    Selection,
-    Window,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import errors
 from .errors import ConvotreeError
-from .models import Conversation, Node
-from .store import Store
-from .summaries import (
-    ExtractiveSummarizer,
-    OpenAISummarizer,
-    Summarizer,
-    SummaryOptions,
-    SummaryRequest,
-    SummaryResult,
-)
 
 __version__ = "0.1.0"
+
+#: Public name -> (module, attribute in it; None: the module itself).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "Candidate": (".context", "Candidate"),
+    "Chat": (".chat", "Chat"),
+    "ChatStream": (".chat", "ChatStream"),
+    "Context": (".context", "Context"),
+    "ContextReport": (".context", "ContextReport"),
+    "Conversation": (".models", "Conversation"),
+    "DefaultPolicy": (".context", "DefaultPolicy"),
+    "DepthRange": (".context", "DepthRange"),
+    "ExtractiveSummarizer": (".summaries", "ExtractiveSummarizer"),
+    "Node": (".models", "Node"),
+    "OpenAISummarizer": (".summaries", "OpenAISummarizer"),
+    "PruningPolicy": (".context", "PruningPolicy"),
+    "Selection": (".context", "Selection"),
+    "Store": (".store", "Store"),
+    "Summarizer": (".summaries", "Summarizer"),
+    "SummaryOptions": (".summaries", "SummaryOptions"),
+    "SummaryRequest": (".summaries", "SummaryRequest"),
+    "SummaryResult": (".summaries", "SummaryResult"),
+    "Turn": (".chat", "Turn"),
+    "Window": (".context", "Window"),
+    "check_schema": ("._migrate", "check"),
+    "create_engine": ("._engine", "create_engine"),
+    "current_revision": ("._migrate", "current_revision"),
+    "downgrade": ("._migrate", "downgrade"),
+    "migrate": ("._migrate", "migrate"),
+    "tokens": (".tokens", None),
+}
+
+if TYPE_CHECKING:
+    from . import tokens
+    from ._engine import create_engine
+    from ._migrate import check as check_schema
+    from ._migrate import current_revision, downgrade, migrate
+    from .chat import Chat, ChatStream, Turn
+    from .context import (
+        Candidate,
+        Context,
+        ContextReport,
+        DefaultPolicy,
+        DepthRange,
+        PruningPolicy,
+        Selection,
+        Window,
+    )
+    from .models import Conversation, Node
+    from .store import Store
+    from .summaries import (
+        ExtractiveSummarizer,
+        OpenAISummarizer,
+        Summarizer,
+        SummaryOptions,
+        SummaryRequest,
+        SummaryResult,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'convotree' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name, __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Candidate",

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, delete, select, text, update
 
 from ._schema import conversations, nodes
 from .errors import InvalidImport
@@ -28,7 +28,15 @@ from .errors import InvalidImport
 #: stay under SQLite's and psycopg's parameter limits with every column bound.
 BATCH = 1_000
 
-_EXISTING = select(conversations.c.tenant_id).where(conversations.c.id == bindparam("cid"))
+_EXISTING = select(conversations.c.id, conversations.c.tenant_id).where(
+    conversations.c.id.in_(bindparam("ids", expanding=True)))
+_DELETE = delete(conversations).where(
+    conversations.c.id.in_(bindparam("ids", expanding=True)),
+    conversations.c.tenant_id == bindparam("tenant"))
+# Two imports of one conversation at once (two processes, or two `convotree demo`)
+# queue on this lock instead of both inserting; SQLite's BEGIN IMMEDIATE already
+# serializes writers. The key is the conversation id's first 64 bits.
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _INSERT_CONVERSATION = conversations.insert()
 _INSERT_NODES = nodes.insert()
 _SET_CURRENT = (update(conversations).where(conversations.c.id == bindparam("cid"))
@@ -42,23 +50,37 @@ def insert_conversation(
     conversation: Mapping[str, Any],
     node_rows: Sequence[Mapping[str, Any]],
     current_node_id: uuid.UUID | None,
-) -> bool:
-    """Insert the conversation and its nodes; False if it is already there (nothing done).
+    aliases: Sequence[uuid.UUID] = (),
+    replace: bool = False,
+) -> str:
+    """Insert the conversation and its nodes; returns ``"inserted"``, ``"skipped"``
+    (this tenant already has it: nothing done) or ``"replaced"``.
 
+    ``aliases`` are other ids under which the tenant may already hold this conversation
+    (the same record imported from another format, or a conversation convotree made
+    and exported); any of them counts as "already there". With ``replace``, the copies
+    already there are deleted and this one is written, in the same transaction.
     An id already used by another tenant is refused (``InvalidImport``) without being
     touched, and without saying whose it is.
     """
     conversation_id = conversation["id"]
-    existing = conn.execute(_EXISTING, {"cid": conversation_id}).first()
-    if existing is not None:
-        if existing.tenant_id == tenant:
-            return False
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK, {"key": int.from_bytes(conversation_id.bytes[:8], "big",
+                                                   signed=True)})
+    ids = list(dict.fromkeys([conversation_id, *aliases]))
+    existing = conn.execute(_EXISTING, {"ids": ids}).all()
+    if any(row.id == conversation_id and row.tenant_id != tenant for row in existing):
         raise InvalidImport(f"conversation id {conversation_id} is already taken",
                             conversation_id=conversation_id)
+    mine = [row.id for row in existing if row.tenant_id == tenant]
+    if mine and not replace:
+        return "skipped"
+    if mine:
+        conn.execute(_DELETE, {"ids": mine, "tenant": tenant})
     conn.execute(_INSERT_CONVERSATION, {**conversation, "tenant_id": tenant,
                                         "current_node_id": None})
     for start in range(0, len(node_rows), BATCH):
         conn.execute(_INSERT_NODES, list(node_rows[start:start + BATCH]))
     if current_node_id is not None:
         conn.execute(_SET_CURRENT, {"cid": conversation_id, "node": current_node_id})
-    return True
+    return "replaced" if mine else "inserted"

@@ -13,9 +13,10 @@ SQLite needs three things that its Python driver does not do by default:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 
@@ -25,6 +26,17 @@ from .errors import ConfigurationError
 WRITE_OPTION = "convotree_write"
 _CONFIGURED = "convotree_configured"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None  # in memory, or a URI filename whose mode decides what is created
+    return Path(database)
 
 
 def create_engine(url: str, **kwargs: Any) -> Engine:

@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from . import _queries as q
 from ._ids import uuid7
@@ -324,9 +322,13 @@ def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
         raise _missing_node(conn, tenant, conversation_id, covered_id)
     values = node_values(conversation_id, uuid7(), covered_id, row._mapping["depth"] + 1, None,
                           message, utcnow(), summary_base_id=base_id)
-    insert = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(nodes)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(nodes)
     stored = conn.execute(
-        insert.values(values).on_conflict_do_nothing().returning(nodes.c.id)).first()
+        statement.values(values).on_conflict_do_nothing().returning(nodes.c.id)).first()
     return stored is not None
 
 

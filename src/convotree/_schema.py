@@ -26,15 +26,15 @@ from sqlalchemy import (
     text,
 )
 
+from ._revision import SCHEMA_REVISION, VERSION_TABLE
 from ._types import JSONType, UTCDateTime
+
+__all__ = ["KINDS", "ROLES", "SCHEMA_REVISION", "VERSION_TABLE", "conversations", "metadata",
+           "nodes"]
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 KINDS = ("message", "summary")
 
-#: The alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0002"
-#: Alembic's version table for convotree, never the application's ``alembic_version``.
-VERSION_TABLE = "convotree_alembic_version"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

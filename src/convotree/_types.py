@@ -6,15 +6,32 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-#: JSON on SQLite, JSONB on PostgreSQL (indexable, and what reporting SQL expects).
-#: Python None is stored as SQL NULL, not as the JSON text 'null', so that reporting
-#: SQL can write ``tool_calls IS NULL`` on both backends.
-JSONType: TypeEngine[Any] = JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql")
+
+class _JSON(TypeDecorator[Any]):
+    """JSON on SQLite, JSONB on PostgreSQL (indexable, and what reporting SQL expects).
+
+    Python None is stored as SQL NULL, not as the JSON text 'null', so that reporting
+    SQL can write ``tool_calls IS NULL`` on both backends. The PostgreSQL type is chosen
+    when a PostgreSQL dialect asks for it: importing SQLAlchemy's PostgreSQL dialect
+    costs tens of milliseconds (it pulls in asyncio), which a SQLite user and every
+    command-line start would otherwise pay.
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+
+JSONType: TypeEngine[Any] = _JSON()
 
 
 class UTCDateTime(TypeDecorator[datetime]):

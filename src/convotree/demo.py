@@ -21,13 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .context import Context
-from .errors import ConversationNotFound
-from .models import Node
-from .store import Store
-from .summaries import ExtractiveSummarizer, SummaryOptions
+if TYPE_CHECKING:
+    from .context import Context
+    from .models import Node
+    from .store import Store
 
 __all__ = ["DEMO_BUDGET", "DEMO_MODEL", "Demo", "demo_contexts", "demo_data", "load_demo"]
 
@@ -35,9 +34,11 @@ DEMO_FORMAT = "chatgpt"
 DEMO_MODEL = "gpt-4o-mini"
 #: Small enough that the demo chat outgrows it and gets a summary.
 DEMO_BUDGET = 160
-#: Summarize almost everything that does not fit, in at most 60 tokens: the summary
-#: then covers the beginning both branches share, so the second branch reuses it.
-DEMO_SUMMARY = SummaryOptions(keep_recent=0.9, max_summary_tokens=60)
+#: Summarize almost everything that does not fit (keep_recent), in at most 60 tokens:
+#: the summary then covers the beginning both branches share, so the second branch
+#: reuses it.
+DEMO_KEEP_RECENT = 0.9
+DEMO_SUMMARY_TOKENS = 60
 DEFAULT_PATH = Path("convotree-demo.db")
 
 
@@ -68,26 +69,25 @@ def demo_data() -> list[dict[str, Any]]:
 
 def load_demo(store: Store) -> Demo:
     """Import the demo conversation, replacing the one a previous run imported (with
-    the summaries that run made), so every run shows the same thing."""
+    the summaries that run made), so every run shows the same thing.
+
+    The replacement is one transaction (the import's ``replace=True``) and the demo's
+    ids are derived from the bundled file, so two demos running at once both work:
+    each sees the whole conversation, under the same ids, at every moment.
+    """
+    from .errors import ConvotreeError
     from .interchange import import_file
-    from .interchange._draft import derived_conversation_id
 
     data = demo_data()
-    replaced = False
-    for conv in data:
-        previous = derived_conversation_id(store.tenant, DEMO_FORMAT, conv["conversation_id"])
-        try:
-            store.delete_conversation(previous)
-            replaced = True
-        except ConversationNotFound:
-            pass
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "conversations.json"
         path.write_text(json.dumps(data), encoding="utf-8")
-        result = import_file(store, path, DEMO_FORMAT)
+        result = import_file(store, path, DEMO_FORMAT, replace=True)
     if result.failures or not result.conversation_ids:
         reasons = "; ".join(f"{f.source}: {f.reason}" for f in result.failures)
-        raise RuntimeError(f"the bundled demo conversation did not import: {reasons}")
+        raise ConvotreeError("the bundled demo conversation did not import: "
+                             f"{reasons or 'nothing was imported'}")
+    replaced = result.replaced > 0
     conversation_id = result.conversation_ids[0]
     # The two deepest branches (three days / five days) share everything up to the
     # prompt that was edited: the summary made for one serves the other.
@@ -97,9 +97,13 @@ def load_demo(store: Store) -> Demo:
 
 def demo_contexts(store: Store, leaves: Sequence[Node]) -> list[Context]:
     """The context of each leaf under the demo budget, with one shared summarizer."""
+    from .summaries import ExtractiveSummarizer, SummaryOptions
+
     summarizer = ExtractiveSummarizer()
+    options = SummaryOptions(keep_recent=DEMO_KEEP_RECENT,
+                             max_summary_tokens=DEMO_SUMMARY_TOKENS)
     return [store.context(leaf, model=DEMO_MODEL, budget=DEMO_BUDGET, summarizer=summarizer,
-                          summary_options=DEMO_SUMMARY) for leaf in leaves]
+                          summary_options=options) for leaf in leaves]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ always left exactly as it was.
     │   │                             turn that leaves calls unanswered
     │   ├── InvalidImport             an import file (or one record in it) cannot be read
     │   ├── UnknownFormat             an import/export format name convotree does not know
+    │   ├── UnknownRevision           a schema revision the migrations do not have
     │   └── NotExportable             a conversation the chosen format cannot express
     ├── ContextError                  no valid context can be assembled
     │   ├── UnknownModel              no context window known: pass ``budget=``
@@ -31,7 +32,8 @@ always left exactly as it was.
     ├── ChatError                     the chat helper cannot go on as asked
     │   └── ToolStepLimit             a tool loop reached its step limit
     └── StoreError                    the database refused an operation (driver error
-                                      translated at one boundary, cause chained)
+        │                             translated at one boundary, cause chained)
+        └── MigrationError            a migration step failed; the run was rolled back
 
 Errors of the OpenAI API itself (``openai.RateLimitError``, ``openai.APIStatusError``,
 connection errors) are not wrapped: they reach the caller as the ``openai`` exceptions
@@ -61,6 +63,7 @@ __all__ = [
     "InvalidKind",
     "InvalidParent",
     "InvalidRole",
+    "MigrationError",
     "NodeNotFound",
     "NotExportable",
     "NotFound",
@@ -70,6 +73,7 @@ __all__ = [
     "ToolStepLimit",
     "UnknownFormat",
     "UnknownModel",
+    "UnknownRevision",
 ]
 
 
@@ -164,6 +168,10 @@ class UnknownFormat(InvalidInput):
     """
 
 
+class UnknownRevision(InvalidInput):
+    """``migrate``/``downgrade`` was given a revision that the migrations do not have."""
+
+
 class NotExportable(InvalidInput):
     """The conversation cannot be written in the chosen format without losing its shape.
 
@@ -211,3 +219,8 @@ class ToolStepLimit(ChatError):
 
 class StoreError(ConvotreeError):
     """The database refused an operation; ``__cause__`` holds the driver error."""
+
+
+class MigrationError(StoreError):
+    """A migration step failed. The run is one transaction, so the database is still at
+    the revision it had before (``context["revision"]``); ``__cause__`` says why."""

@@ -12,10 +12,15 @@ Adding a command: write ``convotree/cli/<name>.py`` with
 
     def run(args: argparse.Namespace) -> int: ...   # 0 ok, 1 failed
 
-and add its module name to ``COMMANDS``. A module listed there that is not installed
-(``chat``, until it is written) is skipped. Handlers raise ``CliError`` (or let a
+and add its module name to ``COMMANDS``. Handlers raise ``CliError`` (or let a
 ``ConvotreeError`` through) for an operational failure: ``main`` prints one line on
 stderr and returns 1; usage errors are argparse's, status 2.
+
+Start-up time is part of the interface (``convotree --help`` and ``convotree ls`` are
+typed by people): a command module imports only the standard library and ``_common``
+at its top, and everything heavy (SQLAlchemy, rich, alembic, openai, the store) inside
+its handler, so building the parser costs nothing and each command loads only what it
+uses. ``tests/test_cli_startup.py`` pins which modules ``--help`` may load.
 """
 
 from __future__ import annotations
@@ -25,10 +30,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
+from .. import __version__
 from ..errors import ConvotreeError
-from ._common import CliError, Subparsers
+from ._common import CliError, Subparsers, redact_urls
 
 __all__ = ["COMMANDS", "Subparsers", "build_parser", "main"]
 
@@ -44,24 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The database is --url, else $CONVOTREE_URL, else the default SQLite file "
                "(see `convotree db --help`). Start with `convotree demo`.",
     )
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"convotree {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
-                continue  # an optional command not written yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 
 def _error(message: str) -> int:
-    sys.stderr.write(f"convotree: error: {message}\n")
+    sys.stderr.write(f"convotree: error: {redact_urls(message)}\n")
     return 1
+
+
+def _database_error(exc: Exception) -> str | None:
+    """One line for a SQLAlchemy error, or None if ``exc`` is not one. SQLAlchemy is
+    only asked when it is loaded: if it is not, the error cannot be one of its own."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None:
+        return None
+    if isinstance(exc, sa_exc.DBAPIError):
+        # Connection refused, authentication, missing database: the driver's first line.
+        lines = str(exc.orig).strip().splitlines()
+        return f"database error: {lines[0] if lines else type(exc.orig).__name__}"
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return f"database error: {exc}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,11 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(exc))
     except ConvotreeError as exc:
         return _error(str(exc))
-    except DBAPIError as exc:
-        # Connection refused, authentication, missing database: the driver's first line.
-        return _error(f"database error: {str(exc.orig).strip().splitlines()[0]}")
-    except SQLAlchemyError as exc:
-        return _error(f"database error: {exc}")
     except BrokenPipeError:
         # `convotree show ... | head`: the reader left; not an error worth a traceback.
         sys.stderr.close()
@@ -89,13 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        # Files, and tiktoken fetching an encoding on first use (requests' errors are
-        # OSErrors): operational, so one line, not a traceback.
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "tiktoken" in message or "openaipublic" in message:
-            message = ("could not download a tiktoken encoding (needed once to count "
-                       "tokens); when offline, set TIKTOKEN_CACHE_DIR to a folder that "
-                       f"holds it ({message[:120]})")
+        # Files and sockets: operational, so one line, not a traceback.
+        return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except Exception as exc:
+        message = _database_error(exc)
+        if message is None:
+            raise
         return _error(message)
     return status
 

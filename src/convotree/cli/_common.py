@@ -3,6 +3,9 @@
 The database is ``--url``, else ``$CONVOTREE_URL``, else the user's default database:
 ``$XDG_DATA_HOME/convotree/convotree.db`` (``~/.local/share/convotree/convotree.db``),
 the file ``convotree demo`` fills, so that the commands it prints work as they are.
+
+This module is imported to build the parser, so it imports only the standard library;
+rich, SQLAlchemy and the store are loaded by the functions that use them.
 """
 
 from __future__ import annotations
@@ -10,29 +13,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from rich.console import Console
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+if TYPE_CHECKING:
+    from rich.console import Console
 
-from ..errors import SchemaOutOfDate
-from ..store import Store
+    from ..errors import SchemaOutOfDate
+    from ..store import Store
 
 __all__ = [
     "CliError",
     "Subparsers",
     "add_db_options",
+    "cli_hint",
     "console",
     "default_db_path",
     "default_url",
+    "display_url",
     "err_console",
     "open_store",
     "print_json",
+    "redact_urls",
     "resolve_url",
     "whole_number",
 ]
@@ -41,6 +47,21 @@ URL_ENV = "CONVOTREE_URL"
 
 #: What ``register(subparsers)`` receives (argparse's private class, typed).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+# scheme://user:PASSWORD@host: the password is everything between the user's colon and
+# the last @ before the host (passwords may contain @ and :, user names may not).
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)([^\s/]*)(@)")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``: nothing the
+    command line prints or logs may show one."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}***{m.group(3)}", text)
+
+
+def display_url(url: str) -> str:
+    """A database URL as the command line shows it: the password masked."""
+    return redact_urls(url)
 
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -86,23 +107,21 @@ def add_db_options(parser: argparse.ArgumentParser) -> None:
 def resolve_url(args: argparse.Namespace, *, must_exist: bool = False) -> str:
     """The database URL; with ``must_exist``, a missing SQLite file is an error (opening
     it would leave an empty file behind)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from .._engine import sqlite_file
+
     url: str = args.url or os.environ.get(URL_ENV) or default_url()
     try:
         make_url(url)
     except ArgumentError as exc:
-        raise CliError(f"not a database URL: {url!r}") from exc
-    path = _sqlite_file(url)
+        raise CliError(f"not a database URL: {display_url(url)!r}") from exc
+    path = sqlite_file(url)
     if must_exist and path is not None and not path.exists():
         raise CliError(f"no database at {path}: run `convotree demo` to make one, or "
                        "`convotree db upgrade` to create an empty one")
     return url
-
-
-def _sqlite_file(url: str) -> Path | None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database or "")
 
 
 @contextmanager
@@ -112,43 +131,43 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> Iterator[St
     Without ``create``, a missing SQLite file is an error (opening it would leave an
     empty file behind) and a database without the schema gets the command that fixes it.
     """
+    from .._engine import sqlite_file
+    from ..errors import SchemaOutOfDate
+    from ..store import Store
+
     url = resolve_url(args, must_exist=not create)
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if create and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         store = Store(url, tenant=args.tenant, create=create)
     except SchemaOutOfDate as exc:
-        raise CliError(f"{cli_hint(exc)}") from exc
+        raise CliError(cli_hint(exc, args)) from exc
     with store:
         yield store
 
 
-def cli_hint(exc: SchemaOutOfDate) -> str:
-    """The store's message, with the fix said as the command-line user types it."""
+def cli_hint(exc: SchemaOutOfDate, args: argparse.Namespace) -> str:
+    """The store's message, with the fix said as the command-line user types it: the
+    same database option the failing command was given, never the URL itself (it may
+    hold a password)."""
     first = str(exc).split(";")[0]
-    return f"{first}; run `convotree db upgrade`"
-
-
-class _Console(Console):
-    """rich's console, but a reader that leaves the pipe (``convotree show … | head``)
-    ends the command quietly with status 0, as ``main`` does for ``BrokenPipeError``
-    (rich's default exits with status 1)."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())   # nothing more reaches the closed pipe
-        raise BrokenPipeError
+    option = " --url URL" if getattr(args, "url", None) else ""
+    also = " (with the same --url)" if option else ""
+    return f"{first}; run `convotree db upgrade{option}`{also}"
 
 
 def console(args: argparse.Namespace | None = None) -> Console:
     """Standard output. Plain text when it is not a terminal (pipes and tests get no
     ANSI codes); rich honours NO_COLOR, FORCE_COLOR and COLUMNS."""
-    return _Console(highlight=False, soft_wrap=False)
+    from ._console import QuietPipeConsole
+
+    return QuietPipeConsole(highlight=False, soft_wrap=False)
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.text import Text
-
-from .. import reporting
-from ..models import Node
 from ._common import (
     Subparsers,
     add_db_options,
@@ -18,8 +14,9 @@ from ._common import (
     print_json,
     whole_number,
 )
-from ._render import TREE_HEADER, conversation_table, transcript, tree_lines, when
-from ._resolve import resolve_conversation, resolve_node
+
+if TYPE_CHECKING:
+    from ..models import Node
 
 __all__ = ["register"]
 
@@ -69,6 +66,9 @@ def node_json(node: Node) -> dict[str, Any]:
 
 
 def run_ls(args: argparse.Namespace) -> int:
+    from .. import reporting
+    from ._render import conversation_table
+
     with open_store(args) as store:
         rows = reporting.conversation_stats(store, limit=args.limit)
     if args.json:
@@ -84,6 +84,11 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from ._render import TREE_HEADER, transcript, tree_lines, when
+    from ._resolve import resolve_conversation
+
     with open_store(args) as store:
         conversation = store.get_conversation(resolve_conversation(store, args.conversation))
         current = store.current(conversation.id)
@@ -116,6 +121,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_path(args: argparse.Namespace) -> int:
+    from ._render import transcript
+    from ._resolve import resolve_conversation, resolve_node
+
     with open_store(args) as store:
         conversation_id = resolve_conversation(store, args.conversation)
         leaf = resolve_node(store, conversation_id, args.node)

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.text import Text
-
-from ..context import Context, DepthRange
-from ..summaries import ExtractiveSummarizer, SummaryOptions
 from ._common import (
     Subparsers,
     add_db_options,
@@ -19,8 +14,11 @@ from ._common import (
     print_json,
     whole_number,
 )
-from ._render import ROLE_STYLES
-from ._resolve import resolve_conversation, resolve_node, short
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..context import Context, DepthRange
 
 __all__ = ["context_json", "print_context", "register"]
 
@@ -71,6 +69,8 @@ def context_json(ctx: Context) -> dict[str, Any]:
 
 
 def summary_state(ctx: Context) -> str:
+    from ._resolve import short
+
     report = ctx.report
     if report.summary_error:
         return f"failed ({report.summary_error})"
@@ -81,6 +81,10 @@ def summary_state(ctx: Context) -> str:
 
 def print_context(out: Console, ctx: Context, *, width: int | None = None) -> None:
     """The messages (one line each, shortened to the width) and the report."""
+    from rich.text import Text
+
+    from ._render import ROLE_STYLES
+
     report = ctx.report
     room = (width or out.width) - 12
     for message in ctx.messages:
@@ -116,6 +120,9 @@ def print_context(out: Console, ctx: Context, *, width: int | None = None) -> No
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..summaries import ExtractiveSummarizer, SummaryOptions
+    from ._resolve import resolve_conversation, resolve_node
+
     with open_store(args) as store:
         conversation_id = resolve_conversation(store, args.conversation)
         leaf = resolve_node(store, conversation_id, args.node)

@@ -4,13 +4,8 @@ package (the same ones as ``migrations/`` in a checkout)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
-from .. import _migrate
-from .._schema import SCHEMA_REVISION
-from ..errors import SchemaOutOfDate
+from .._revision import SCHEMA_REVISION
 from ._common import (
     CliError,
     Subparsers,
@@ -18,6 +13,7 @@ from ._common import (
     cli_hint,
     console,
     default_db_path,
+    display_url,
     resolve_url,
 )
 
@@ -61,12 +57,16 @@ def register(subparsers: Subparsers) -> None:
 
 def _sqlite_parent(url: str) -> None:
     # `db upgrade` is how an empty default database gets made: create its folder.
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+    from .._engine import sqlite_file
+
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
+    from .. import _migrate
+
     url = resolve_url(args)
     _sqlite_parent(url)
     _migrate.migrate(url, args.revision)
@@ -76,6 +76,8 @@ def run_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_downgrade(args: argparse.Namespace) -> int:
+    from .. import _migrate
+
     url = resolve_url(args, must_exist=True)
     _migrate.downgrade(url, args.revision)
     console().print(f"{_display(url)}: schema at {_migrate.current_revision(url) or 'base'}",
@@ -84,21 +86,26 @@ def run_downgrade(args: argparse.Namespace) -> int:
 
 
 def run_current(args: argparse.Namespace) -> int:
+    from .. import _migrate
+
     url = resolve_url(args, must_exist=True)
     console().print(_migrate.current_revision(url) or "none (no convotree schema)")
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from .. import _migrate
+    from ..errors import SchemaOutOfDate
+
     url = resolve_url(args, must_exist=True)
     try:
         _migrate.check(url)
     except SchemaOutOfDate as exc:
-        raise CliError(cli_hint(exc)) from exc
+        raise CliError(cli_hint(exc, args)) from exc
     console().print(f"{_display(url)}: schema is current ({SCHEMA_REVISION})",
                     soft_wrap=True)
     return 0
 
 
 def _display(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    return display_url(url)

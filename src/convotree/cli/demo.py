@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.rule import Rule
-from rich.table import Table
-from rich.text import Text
+from ..demo import DEMO_BUDGET, DEMO_MODEL
+from ._common import Subparsers, console, default_db_path, display_url, open_store, resolve_url
 
-from ..demo import DEMO_BUDGET, DEMO_MODEL, demo_contexts, load_demo
-from ._common import Subparsers, console, default_db_path, open_store, resolve_url
-from ._render import TREE_HEADER, tree_lines
-from ._resolve import short
-from .context import print_context
+if TYPE_CHECKING:
+    from rich.rule import Rule
 
 __all__ = ["register"]
 
@@ -42,10 +39,22 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _heading(out_text: str) -> Rule:
+    from rich.rule import Rule
+    from rich.text import Text
+
     return Rule(Text(out_text, style="bold"), align="left", style="dim")
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..demo import demo_contexts, load_demo
+    from ..errors import NodeNotFound
+    from ._render import TREE_HEADER, tree_lines
+    from ._resolve import short
+    from .context import print_context
+
     if args.db is not None:
         args.url = f"sqlite:///{args.db.expanduser().resolve()}"
     elif not args.url:
@@ -57,10 +66,13 @@ def run(args: argparse.Namespace) -> int:
         tree = store.tree(conversation.id)
         contexts = demo_contexts(store, demo.leaves)
         summary_id = contexts[-1].report.summary_id
-        summary = store.node(conversation.id, summary_id) if summary_id else None
+        try:
+            summary = store.node(conversation.id, summary_id) if summary_id else None
+        except NodeNotFound:
+            summary = None  # another demo run replaced the conversation meanwhile
     url = store.engine.url
     where = (f"{url.database} (SQLite)" if url.get_backend_name() == "sqlite"
-             else url.render_as_string(hide_password=True))
+             else display_url(args.url))
     out.print(Text.assemble(("Database: ", "bold"), where), soft_wrap=True)
     out.print(f"Imported the bundled ChatGPT export: \"{conversation.title}\", "
               f"{demo.nodes} messages" + (" (replacing the previous demo run's copy)"
@@ -86,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
     out.print(_heading("Explore"))
     conv = short(conversation.id)
     if resolve_url(argparse.Namespace(url=None)) != args.url:
-        # Not the default database: say how to point the commands at it once.
-        out.print(Text(f"  export CONVOTREE_URL={shlex.quote(args.url)}", style="bold"),
-                  soft_wrap=True)
+        # Not the default database: say how to point the commands at it once (with the
+        # password masked: the user knows it, the terminal's scrollback need not).
+        out.print(Text(f"  export CONVOTREE_URL={shlex.quote(display_url(args.url))}",
+                       style="bold"), soft_wrap=True)
     commands = Table(box=None, show_header=False, pad_edge=False)
     commands.add_column(style="dim", no_wrap=True)
     commands.add_column(style="bold", no_wrap=True)

@@ -8,8 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from ._common import (
     CliError,
     Subparsers,
@@ -18,7 +16,6 @@ from ._common import (
     err_console,
     open_store,
 )
-from ._resolve import resolve_conversation
 
 __all__ = ["register"]
 
@@ -58,6 +55,14 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     from ..interchange import import_file
 
     if not args.file.is_file():
@@ -93,6 +98,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..interchange import export_conversation
+    from ._resolve import resolve_conversation
 
     with open_store(args) as store:
         conversation = resolve_conversation(store, args.conversation)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
-from rich.table import Table
-
-from .. import reporting
 from ._common import (
     Subparsers,
     add_db_options,
@@ -17,6 +15,9 @@ from ._common import (
     print_json,
     whole_number,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["register"]
 
@@ -36,6 +37,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _table(title: str, first: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", title_style="bold", box=None,
                   header_style="bold", pad_edge=False)
     table.add_column(first, overflow="fold")
@@ -45,6 +48,10 @@ def _table(title: str, first: str) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .. import reporting
+
     with open_store(args) as store:
         totals = reporting.totals(store)
         models = reporting.by_model(store)

@@ -41,19 +41,23 @@ def _module(fmt: str) -> ModuleType:
 
 
 def import_file(store: Store, path: str | os.PathLike[str], format: str, *,
-                on_progress: Callable[[int], None] | None = None) -> ImportResult:
+                on_progress: Callable[[int], None] | None = None,
+                replace: bool = False) -> ImportResult:
     """Import every conversation of the file; each in its own transaction.
 
     A broken conversation is reported in ``ImportResult.failures`` (which record, and
     why) and writes nothing; the others still import. A file that is not JSON at all
     raises ``InvalidImport``; an unknown format ``UnknownFormat``. Conversations
-    already present for the store's tenant are skipped, so re-importing a file writes
-    nothing. ``on_progress(n)`` is called after each conversation (JSON Lines: after
-    each tree) with the number of conversations (lines) processed so far.
+    already present for the store's tenant are skipped, so re-importing a file (or an
+    export of conversations the tenant has, in any format that carries ids) writes
+    nothing; ``replace=True`` writes them again instead, each replacement one
+    transaction (the old copy is never missing to a reader). ``on_progress(n)`` is
+    called after each conversation (JSON Lines: after each tree) with the number of
+    conversations (lines) processed so far.
     """
     module = _module(format)
     reader: Callable[[str | os.PathLike[str]], Iterable[Item | Skip]] = module.read
-    return run(store, reader(path), format, on_progress)
+    return run(store, reader(path), format, on_progress, replace=replace)
 
 
 def export_conversation(store: Store, conversation: ConversationRef, format: str) -> Any:

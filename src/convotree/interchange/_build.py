@@ -21,7 +21,13 @@ from .. import tokens
 from .._ops import check_tool_pairing, node_values, pinned_anchor
 from .._validate import PreparedMessage, check_metadata, check_title, prepare_message
 from ..errors import InvalidImport, InvalidInput, InvalidParent
-from ._draft import DraftConversation, DraftNode, derived_conversation_id, derived_node_id
+from ._draft import (
+    DraftConversation,
+    DraftNode,
+    derived_conversation_id,
+    derived_node_id,
+    known_as,
+)
 
 
 @dataclass
@@ -31,6 +37,8 @@ class Rows:
     conversation: dict[str, Any]
     nodes: list[dict[str, Any]]
     current_node_id: uuid.UUID | None
+    #: Other ids under which the tenant may already hold this conversation.
+    aliases: list[uuid.UUID]
 
 
 def _order(draft: DraftConversation) -> list[tuple[DraftNode, int]]:
@@ -187,4 +195,6 @@ def build(draft: DraftConversation, *, tenant: str, fmt: str, encoding: str,
             (row["created_at"] for row in result), default=now),
         "updated_at": draft.updated_at or latest,
     }
-    return Rows(conversation=conversation, nodes=result, current_node_id=current)
+    aliases = [] if draft.id is not None else known_as(tenant, draft.source_id)
+    return Rows(conversation=conversation, nodes=result, current_node_id=current,
+                aliases=aliases)

@@ -74,6 +74,27 @@ def derived_conversation_id(tenant: str, fmt: str, source_id: str) -> uuid.UUID:
     return uuid.uuid5(ID_NAMESPACE, f"{tenant}\x1f{fmt}\x1f{source_id}")
 
 
+#: Formats whose records carry an id an import derives from (``native`` keeps its own).
+DERIVING_FORMATS = ("chatgpt", "oasst", "librechat", "openwebui", "openai")
+
+
+def known_as(tenant: str, source_id: str) -> list[uuid.UUID]:
+    """Every id under which this tenant may already hold the record ``source_id``.
+
+    Exports write a conversation's source id (the id it was imported with, from any
+    format, or convotree's own id for a conversation made in convotree), so the same
+    conversation comes back under the id derived for another format, or as convotree's
+    own id. Each of those means "already imported": an export re-imported in any format
+    is skipped, not copied.
+    """
+    ids = [derived_conversation_id(tenant, fmt, source_id) for fmt in DERIVING_FORMATS]
+    try:
+        ids.append(uuid.UUID(source_id))
+    except ValueError:
+        pass
+    return ids
+
+
 def derived_node_id(conversation_id: uuid.UUID, key: str) -> uuid.UUID:
     return uuid.uuid5(conversation_id, key)
 

@@ -25,7 +25,10 @@ class ImportResult:
     """The outcome of ``import_file``.
 
     ``skipped`` counts conversations already present for this tenant (a re-import of
-    the same file writes nothing) and documented duplicates inside the file.
+    the same file, or of an export of a conversation the tenant has, writes nothing) and
+    documented duplicates inside the file. With ``replace=True``, conversations already
+    present are written again instead: ``replaced`` counts them (they are also counted
+    in ``imported``).
     """
 
     imported: int
@@ -34,3 +37,4 @@ class ImportResult:
     nodes: int
     conversation_ids: list[uuid.UUID] = field(default_factory=list)
     failures: list[ImportFailure] = field(default_factory=list)
+    replaced: int = 0

@@ -32,8 +32,8 @@ class Skip:
 
 
 def run(store: Store, items: Iterable[Item | Skip], fmt: str,
-        on_progress: Callable[[int], None] | None) -> ImportResult:
-    imported = skipped = nodes = 0
+        on_progress: Callable[[int], None] | None, *, replace: bool = False) -> ImportResult:
+    imported = skipped = replaced = nodes = 0
     ids: list[uuid.UUID] = []
     failures: list[ImportFailure] = []
     done = 0
@@ -50,9 +50,10 @@ def run(store: Store, items: Iterable[Item | Skip], fmt: str,
                 rows = build(item, tenant=store.tenant, fmt=fmt, encoding=store.encoding,
                              max_message_bytes=store.max_message_bytes)
                 with store._transaction(write=True) as conn:
-                    written = _bulk.insert_conversation(
+                    outcome = _bulk.insert_conversation(
                         conn, tenant=store.tenant, conversation=rows.conversation,
-                        node_rows=rows.nodes, current_node_id=rows.current_node_id)
+                        node_rows=rows.nodes, current_node_id=rows.current_node_id,
+                        aliases=rows.aliases, replace=replace)
             except ConvotreeError as exc:
                 failures.append(ImportFailure(item.label, f"{type(exc).__name__}: {exc}"))
             except (ValueError, TypeError, KeyError) as exc:
@@ -61,16 +62,17 @@ def run(store: Store, items: Iterable[Item | Skip], fmt: str,
                 failures.append(ImportFailure(
                     item.label, f"InvalidImport: {type(exc).__name__}: {exc}"))
             else:
-                if written:
+                if outcome == "skipped":
+                    skipped += 1
+                else:
                     imported += 1
+                    replaced += outcome == "replaced"
                     nodes += len(rows.nodes)
                     ids.append(rows.conversation["id"])
-                else:
-                    skipped += 1
         if on_progress is not None:
             on_progress(done)
     return ImportResult(imported=imported, skipped=skipped, failed=len(failures), nodes=nodes,
-                        conversation_ids=ids, failures=failures)
+                        conversation_ids=ids, failures=failures, replaced=replaced)
 
 
 def attempt(label: str, parse: Callable[[], DraftConversation]) -> Item:
