@@ -10,6 +10,7 @@ shows this test can fail).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,21 @@ class Account(Base):
 '''
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def apply_readme_diff(text: str) -> str:
+    """Apply README's ``diff`` block (hunks separated by `` ...``) to an env.py."""
+    (block,) = re.findall(r"```diff\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    for hunk in block.split(" ...\n"):
+        lines = hunk.splitlines()
+        old = "".join(line[1:] + "\n" for line in lines if line[:1] in (" ", "-"))
+        new = "".join(line[1:] + "\n" for line in lines if line[:1] in (" ", "+"))
+        assert text.count(old) == 1, f"README's diff does not apply here:\n{old}"
+        text = text.replace(old, new)
+    return text
+
+
 def _alembic(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=app,
                           capture_output=True, text=True, timeout=120)
@@ -59,7 +75,9 @@ def _application(tmp_path: Path, url: str, *, hook: str | None) -> Path:
                         "import sys\nsys.path.insert(0, str(__import__('pathlib').Path("
                         "__file__).resolve().parents[1]))\nfrom app_models import Base\n"
                         "target_metadata = Base.metadata")
-    if hook is not None:
+    if hook == "include_name":
+        text = apply_readme_diff(text)           # exactly what README tells users to do
+    elif hook is not None:
         text = text.replace("from alembic import context",
                             f"from alembic import context\nfrom convotree.alembic import {hook}")
         marker = "connection=connection, target_metadata=target_metadata"

@@ -326,9 +326,10 @@ def test_report(db: list[str], lisbon: dict[str, Any]) -> None:
     assert result.code == 0, result.err
     lines = result.lines
     numbers = {line.rsplit(maxsplit=1)[0].strip(): line.rsplit(maxsplit=1)[1]
-               for line in lines[:7]}
+               for line in lines[:8]}
     assert numbers == {"conversations": "2", "messages": "7", "branches (leaves)": "3",
-                       "summaries": "0", "content tokens": str(tokens),
+                       "summaries": "0", "content tokens, messages": str(tokens),
+                       "content tokens, summaries": "0",
                        "API input tokens": "100", "API output tokens": "21"}
     gpt4o = next(line for line in lines if line.startswith("gpt-4o "))
     assert gpt4o.split()[1:] == ["2", str(lisbon["long"].token_count

@@ -157,3 +157,160 @@ def test_alembic_command_line_without_url_says_how(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "CONVOTREE_URL" in done.stderr + done.stdout
+
+
+# --- every step on a database with data ---------------------------------------------------
+
+
+def _fill(url: str) -> dict[str, object]:
+    """Conversations with branches, a summary, tool calls and API facts (at head)."""
+    from tests.helpers import call
+
+    with convotree.Store(url) as store:
+        conv = store.create_conversation(title="data", metadata={"k": [1, 2]})
+        system = store.append(conv, role="system", content="Be brief.")
+        ask = store.append(conv, parent=system, role="user", content="Weather in Lisbon?")
+        calls = store.append(conv, parent=ask, role="assistant",
+                             tool_calls=[call("c1", "weather", '{"city": "Lisbon"}')])
+        result = store.append(conv, parent=calls, role="tool", tool_call_id="c1",
+                              content="sunny")
+        answer = store.append(conv, parent=result, role="assistant", content="Sunny.",
+                              model="gpt-4o", input_tokens=40, output_tokens=3,
+                              response_id="resp_1", finish_reason="stop", cached_tokens=0,
+                              reasoning_tokens=0, counted_input_tokens=39)
+        store.edit(answer, "It is sunny in Lisbon.")              # a branch
+        store.edit(ask, "Weather in Porto?")                      # another branch
+        store.add_summary(result, "Summary of the earlier conversation:\n- weather")
+        other = store.create_conversation(title="second")
+        store.append(other, role="user", content="hi")
+        return {"conversation": conv.id, "leaf": answer.id}
+
+
+def _snapshot(url: str) -> list[tuple[object, ...]]:
+    """The 0001 columns of every row: what every step must keep."""
+    engine = convotree.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conversations = conn.execute(sa.text(
+                "SELECT id, title, current_node_id FROM convotree_conversations ORDER BY id"))
+            nodes = conn.execute(sa.text(
+                "SELECT conversation_id, id, parent_id, depth, kind, role, content, "
+                "token_count, pinned_ancestor_id, summary_base_id "
+                "FROM convotree_nodes ORDER BY conversation_id, id"))
+            return [tuple(r) for r in conversations] + [tuple(r) for r in nodes]
+    finally:
+        engine.dispose()
+
+
+def _columns(url: str) -> set[str]:
+    engine = convotree.create_engine(url)
+    try:
+        return {c["name"] for c in sa.inspect(engine).get_columns("convotree_nodes")}
+    finally:
+        engine.dispose()
+
+
+def test_every_step_up_and_down_keeps_the_data(empty_db_url: str) -> None:
+    with sql_audit.unaudited():
+        convotree.migrate(empty_db_url)
+        made = _fill(empty_db_url)
+        before = _snapshot(empty_db_url)
+        assert len(before) == 2 + 9   # two conversations, nine nodes
+
+        convotree.downgrade(empty_db_url, "0001")          # 0002 -> 0001 with data
+        assert convotree.current_revision(empty_db_url) == "0001"
+        assert _snapshot(empty_db_url) == before
+        assert "response_id" not in _columns(empty_db_url)
+
+        convotree.migrate(empty_db_url, "0002")            # 0001 -> 0002 with data
+        assert _snapshot(empty_db_url) == before
+        with convotree.Store(empty_db_url) as store:       # and the store works on it
+            leaf = store.node(made["conversation"], made["leaf"])  # type: ignore[arg-type]
+            assert leaf.response_id is None                # the dropped facts stay dropped
+            more = store.append(leaf.conversation_id, parent=leaf, role="user",
+                                content="Thanks")
+            assert [n.role for n in store.path(more)][-3:] == ["tool", "assistant", "user"]
+            assert store.context(more, model="gpt-4o").report.summary_id is not None
+
+        convotree.downgrade(empty_db_url, "base")          # 0001 -> base with data
+        assert not ({"convotree_conversations", "convotree_nodes"} & _tables(empty_db_url))
+        assert convotree.current_revision(empty_db_url) is None
+        convotree.migrate(empty_db_url)                    # and back up, empty
+        assert convotree.current_revision(empty_db_url) == SCHEMA_REVISION
+
+
+def test_a_failed_downgrade_leaves_the_database_where_it_was(empty_db_url: str) -> None:
+    """A view on a 0002 column makes the 0002 downgrade fail half way (after other
+    columns went): the whole run rolls back, on both backends."""
+    with sql_audit.unaudited():
+        convotree.migrate(empty_db_url)
+        _fill(empty_db_url)
+        before, columns = _snapshot(empty_db_url), _columns(empty_db_url)
+        engine = convotree.create_engine(empty_db_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE VIEW probe AS SELECT finish_reason FROM convotree_nodes"))
+        engine.dispose()
+        with pytest.raises(errors.MigrationError, match="rolled back.*still at 0002") as info:
+            convotree.downgrade(empty_db_url, "base")
+        assert info.value.context["revision"] == "0002"
+        assert convotree.current_revision(empty_db_url) == "0002"
+        assert _columns(empty_db_url) == columns
+        assert _snapshot(empty_db_url) == before
+
+
+def test_a_downgrade_failing_in_its_second_step_undoes_the_first(empty_db_url: str) -> None:
+    """``downgrade base`` runs 0002 then 0001; with an index of 0001 already gone, the
+    0001 step fails after 0002's succeeded. One transaction: 0002's columns come back.
+    (Alembic alone commits each SQLite step, which left such databases at 0001.)"""
+    with sql_audit.unaudited():
+        convotree.migrate(empty_db_url)
+        _fill(empty_db_url)
+        before, columns = _snapshot(empty_db_url), _columns(empty_db_url)
+        engine = convotree.create_engine(empty_db_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP INDEX ix_convotree_nodes_conversation_id_parent_id"))
+        engine.dispose()
+        with pytest.raises(errors.MigrationError, match="still at 0002"):
+            convotree.downgrade(empty_db_url, "base")
+        assert convotree.current_revision(empty_db_url) == "0002"
+        assert _columns(empty_db_url) == columns and "api_items" in columns
+        assert _snapshot(empty_db_url) == before
+
+
+def test_a_failed_upgrade_leaves_the_database_where_it_was(empty_db_url: str) -> None:
+    with sql_audit.unaudited():
+        convotree.migrate(empty_db_url, "0001")
+        engine = convotree.create_engine(empty_db_url)
+        with engine.begin() as conn:   # a column 0002 will try to add, added by hand
+            conn.execute(sa.text("ALTER TABLE convotree_nodes ADD COLUMN api_items TEXT"))
+        engine.dispose()
+        with pytest.raises(errors.MigrationError, match="still at 0001"):
+            convotree.migrate(empty_db_url)
+        assert convotree.current_revision(empty_db_url) == "0001"
+        assert not {"response_id", "finish_reason"} & _columns(empty_db_url)
+
+
+def test_unknown_revision_is_a_typed_error(empty_db_url: str) -> None:
+    with sql_audit.unaudited():
+        with pytest.raises(errors.UnknownRevision, match="0001, 0002"):
+            convotree.migrate(empty_db_url, "9999")
+        with pytest.raises(errors.UnknownRevision):
+            convotree.downgrade(empty_db_url, "")
+        assert convotree.current_revision(empty_db_url) is None
+
+
+def test_opening_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "missing.db"
+    url = f"sqlite:///{path}"
+    with pytest.raises(errors.SchemaOutOfDate, match="no SQLite database at"):
+        convotree.Store(url)
+    assert convotree.current_revision(url) is None
+    with pytest.raises(errors.SchemaOutOfDate):
+        convotree.check_schema(url)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(errors.ConfigurationError, match="folder .* does not exist"):
+        convotree.Store(f"sqlite:///{tmp_path / 'no' / 'such' / 'folder.db'}", create=True)
+    assert list(tmp_path.iterdir()) == []
+    with convotree.Store(url, create=True) as store:   # create=True makes it
+        assert store.list_conversations() == []
+    assert path.exists()

@@ -18,20 +18,29 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
 
 
-def test_quickstart_runs_as_written_and_prints_what_it_shows(tmp_path: Path) -> None:
-    pairs = [(code, BLOCKS[i + 1][1]) for i, (lang, code) in enumerate(BLOCKS)
-             if lang == "python" and i + 1 < len(BLOCKS) and BLOCKS[i + 1][0] == "text"]
-    assert pairs, "README has no python block followed by its output"
+PYTHON = [(index, code, BLOCKS[index + 1][1] if index + 1 < len(BLOCKS)
+           and BLOCKS[index + 1][0] == "text" else "")
+          for index, (lang, code) in enumerate(BLOCKS) if lang == "python"]
+
+
+def test_readme_has_python_blocks_with_their_output() -> None:
+    assert len(PYTHON) >= 3 and all(expected for _, _, expected in PYTHON)
+
+
+@pytest.mark.parametrize(("index", "code", "expected"), PYTHON,
+                         ids=[f"block{i}" for i, _, _ in PYTHON])
+def test_every_python_block_runs_as_written_and_prints_what_it_shows(
+        tmp_path: Path, index: int, code: str, expected: str) -> None:
+    """Each block on its own, in an empty folder, as a reader would paste it."""
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        for code, expected in pairs:
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                exec(compile(code, "README.md", "exec"), {})
-            assert out.getvalue() == expected
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, f"README.md block {index}", "exec"), {})
     finally:
         os.chdir(cwd)
+    assert out.getvalue() == expected
 
 
 @pytest.mark.parametrize("query", [code for lang, code in BLOCKS if lang == "sql"])

@@ -63,11 +63,28 @@ def test_totals(tenant_store: convotree.Store) -> None:
     totals = reporting.totals(tenant_store)
     assert totals == reporting.Totals(
         conversations=2, messages=6, summaries=0, branches=3,
-        tokens=sum(n.token_count for n in data["nodes"]), input_tokens=200, output_tokens=16)
+        tokens=sum(n.token_count for n in data["nodes"]), summary_tokens=0,
+        input_tokens=200, output_tokens=16)
+
+
+def test_the_three_reports_agree_with_a_summary_stored(tenant_store: convotree.Store) -> None:
+    """Headline, by-model and by-day token numbers add up to the same total (summaries
+    are counted apart in the headline, inside the two tables)."""
+    data = build(tenant_store)
+    leaf = tenant_store.leaves(data["second"])[0]
+    summary = tenant_store.add_summary(leaf, "Summary of the earlier conversation:\n- counted")
+    totals = reporting.totals(tenant_store)
+    assert totals.summaries == 1 and totals.summary_tokens == summary.token_count > 0
+    everything = totals.tokens + totals.summary_tokens
+    assert everything == sum(n.token_count for n in data["nodes"]) + summary.token_count
+    assert sum(m.tokens for m in reporting.by_model(tenant_store)) == everything
+    days = reporting.by_day(tenant_store, days=3660)
+    assert sum(d.tokens for d in days) == everything
+    assert sum(d.messages for d in days) == totals.messages + totals.summaries
 
 
 def test_empty_tenant_reports_zeros(tenant_store: convotree.Store) -> None:
-    assert reporting.totals(tenant_store) == reporting.Totals(0, 0, 0, 0, 0, 0, 0)
+    assert reporting.totals(tenant_store) == reporting.Totals(0, 0, 0, 0, 0, 0, 0, 0)
     assert reporting.by_model(tenant_store) == []
     assert reporting.conversation_stats(tenant_store) == []
 

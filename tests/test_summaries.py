@@ -243,3 +243,46 @@ def test_summary_never_separates_a_tool_call_from_its_results(store: convotree.S
 def test_summary_options_validate(store: convotree.Store, long_chat: convotree.Node) -> None:
     with pytest.raises(errors.ContextError):
         store.context(long_chat, model="gpt-4o", budget=0, summarizer=ExtractiveSummarizer())
+
+
+def test_a_gap_between_summary_and_recent_messages_is_reported_then_summarized(
+        store: convotree.Store) -> None:
+    """A stored summary covers depths 1-5, the budget fits the summary and only the
+    last message: 6-7 are neither sent nor summarized. The report says so (``gap``);
+    with a summarizer the same call folds them into a new summary instead."""
+    conv = store.create_conversation()
+    path = [store.append(conv, role="system", content="You plan trips.")]
+    for depth in range(1, 9):
+        size = 30 if depth in (6, 7) else 3
+        path.append(store.append(conv, parent=path[-1],
+                                 role="user" if depth % 2 else "assistant",
+                                 content=" ".join(f"w{depth}x{i}" for i in range(size))))
+    old = store.add_summary(path[5], "Summary of the earlier conversation:\n" + " ".join(
+        f"s{i}" for i in range(70)))
+
+    def cost(node: convotree.Node) -> int:
+        return node.token_count + node.overhead_tokens
+
+    # Room to walk up to the summary (depths 8, 7, 6), but with the summary sent only
+    # depth 8 fits next to it.
+    budget = 3 + cost(path[0]) + cost(path[8]) + cost(path[7]) + cost(path[6])
+    assert cost(path[0]) + cost(old) + cost(path[8]) + cost(path[7]) > budget - 3
+    leaf = path[8]
+    whole = store.context(leaf, model="gpt-4o")
+    assert whole.report.gap == () and whole.report.summary_id == old.id
+    report = store.context(leaf, model="gpt-4o", budget=budget).report
+    assert report.summary_id == old.id
+    assert [(r.first, r.last) for r in report.kept] == [(0, 0), (8, 8)]
+    assert [(r.first, r.last) for r in report.dropped] == [(1, 7)]
+    assert [(r.first, r.last) for r in report.gap] == [(6, 7)] and report.gap_count == 2
+    # With a summarizer the gap is folded into a new summary (extending the old one).
+    made = store.context(leaf, model="gpt-4o", budget=budget,
+                         summarizer=ExtractiveSummarizer())
+    assert made.report.summary_created and made.report.summary_id != old.id
+    assert made.report.gap == ()
+    new = store.node(conv, made.report.summary_id)  # type: ignore[arg-type]
+    assert new.summary_base_id == old.id and new.depth > old.depth
+    # Without any summary on the path, the gap is the whole dropped prefix.
+    store.redact(path[1], "x")  # drops every summary that covers depth 1
+    bare = store.context(leaf, model="gpt-4o", budget=budget).report
+    assert bare.summary_id is None and bare.gap == bare.dropped != ()

@@ -34,6 +34,7 @@ from .context import (
     depth_ranges,
     is_always_kept,
     price,
+    ranges_after,
     resolve_budget,
 )
 from .errors import BudgetExceeded, ContextError, ConversationNotFound, NodeNotFound
@@ -226,10 +227,14 @@ def assemble(
         chosen.insert(position, summary_row)
         message_tokens += summary_price[0]
     kept = depth_ranges(depths)
+    dropped = complement_ranges(kept, leaf.depth)
+    summary_sent = selection.summary and summary_row is not None
     report = ContextReport(
         path_length=leaf.depth + 1,
         kept=kept,
-        dropped=complement_ranges(kept, leaf.depth),
+        dropped=dropped,
+        # What neither a sent message nor the sent summary (root..covered) stands for.
+        gap=ranges_after(dropped, covered if summary_sent else -1),
         always_kept=sum(1 for d in depths if is_always_kept(by_depth[d])),
         stopped="budget" if selection.reason == "window" else selection.reason,
         message_tokens=message_tokens,

@@ -206,6 +206,12 @@ def depth_ranges(depths: Sequence[int]) -> tuple[DepthRange, ...]:
     return tuple(ranges)
 
 
+def ranges_after(ranges: tuple[DepthRange, ...], depth: int) -> tuple[DepthRange, ...]:
+    """The parts of ``ranges`` deeper than ``depth``."""
+    return tuple(DepthRange(max(r.first, depth + 1), r.last) for r in ranges
+                 if r.last > depth)
+
+
 def complement_ranges(kept: tuple[DepthRange, ...], last: int) -> tuple[DepthRange, ...]:
     """Depth ranges of ``0..last`` not covered by ``kept`` (sorted, disjoint)."""
     gaps, start = [], 0
@@ -223,7 +229,13 @@ class ContextReport:
     """How a context was assembled.
 
     Kept and dropped nodes are depth ranges on the path (depth 0 is the root), so the
-    report stays small however long the conversation is.
+    report stays small however long the conversation is. ``dropped`` is every node not
+    sent as itself; ``gap`` is the part of it that no sent summary stands for either:
+    what the model does not see in any form. Without summaries the gap is the dropped
+    prefix (plain truncation); with a summary it is what lies between the summary and
+    the oldest message sent. ``Store.context`` with a summarizer makes a new summary
+    whenever it would leave a gap, so there it is empty unless the summarizer failed
+    (``summary_error``) or the branch holds nothing a summary could take.
     """
 
     path_length: int
@@ -235,6 +247,7 @@ class ContextReport:
     tools_tokens: int
     priming_tokens: int
     summary_id: uuid.UUID | None = None
+    gap: tuple[DepthRange, ...] = ()
     summary_created: bool = False
     summarizer_calls: int = 0
     summary_error: str | None = None
@@ -250,6 +263,10 @@ class ContextReport:
     @property
     def dropped_count(self) -> int:
         return sum(r.count for r in self.dropped)
+
+    @property
+    def gap_count(self) -> int:
+        return sum(r.count for r in self.gap)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ always left exactly as it was.
 
     ConvotreeError
     ├── ConfigurationError            the store cannot be used as configured
-    │   └── SchemaOutOfDate           database missing or behind the migrations
+    │   ├── SchemaOutOfDate           database missing or behind the migrations
+    │   └── EncodingUnavailable       tiktoken could not load an encoding (offline)
     ├── NotFound (also LookupError)
     │   ├── ConversationNotFound      unknown id, or another tenant's
     │   └── NodeNotFound
@@ -54,6 +55,7 @@ __all__ = [
     "ContentTooLarge",
     "ChatError",
     "ContextError",
+    "EncodingUnavailable",
     "ConversationNotFound",
     "ConvotreeError",
     "IncompleteToolCalls",
@@ -102,6 +104,14 @@ class SchemaOutOfDate(ConfigurationError):
     """The database has no convotree schema, or not the one this version expects.
 
     The message says the exact command that fixes it.
+    """
+
+
+class EncodingUnavailable(ConfigurationError):
+    """tiktoken could not load an encoding: it downloads each one once, and this machine
+    could not reach the download (set ``TIKTOKEN_CACHE_DIR`` to a folder holding it).
+
+    The message gives the whole fix; ``__cause__`` is tiktoken's own error.
     """
 
 

@@ -87,6 +87,8 @@ class Totals:
     """Everything the tenant stores, in one row.
 
     ``tokens``: content tokens counted at insert (``token_count``) of messages;
+    ``summary_tokens``: the same for summary nodes (``by_model`` and ``by_day`` count
+    both: their totals are ``tokens + summary_tokens``);
     ``input_tokens``/``output_tokens``: usage the API reported, summed over messages and
     summaries (a summary records what making it cost).
     """
@@ -96,13 +98,16 @@ class Totals:
     summaries: int
     branches: int
     tokens: int
+    summary_tokens: int
     input_tokens: int
     output_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
 class ModelUsage:
-    """Nodes written by one model (``None``: messages with no model, e.g. the user's)."""
+    """Nodes (messages and summaries) written by one model (``None``: messages with no
+    model, e.g. the user's); ``messages`` counts those nodes, ``tokens`` their content
+    tokens."""
 
     model: str | None
     messages: int
@@ -113,7 +118,8 @@ class ModelUsage:
 
 @dataclass(frozen=True, slots=True)
 class DayUsage:
-    """Nodes created on one UTC day."""
+    """Nodes (messages and summaries) created on one UTC day; ``messages`` counts those
+    nodes, ``tokens`` their content tokens."""
 
     day: date
     messages: int
@@ -236,6 +242,8 @@ def totals(source: Store | Connection, *, tenant: str | None = None) -> Totals:
                 _count_if(n.c.kind == "summary").label("summaries"),
                 _count_if(_is_message_leaf(n)).label("branches"),
                 _sum(case((n.c.kind == "message", n.c.token_count), else_=0)).label("tokens"),
+                _sum(case((n.c.kind == "summary", n.c.token_count), else_=0)
+                     ).label("summary_tokens"),
                 _sum(n.c.input_tokens).label("input_tokens"),
                 _sum(n.c.output_tokens).label("output_tokens"),
             ).select_from(joined).subquery("t")

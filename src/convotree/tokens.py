@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import EncodingUnavailable, InvalidInput
+
 __all__ = [
     "DEFAULT_ENCODING",
     "ModelSpec",
@@ -77,11 +79,38 @@ def encoding_for_model(model: str | None) -> str:
     return DEFAULT_ENCODING
 
 
+#: Where tiktoken fetches each encoding the first time (then it caches the file).
+ENCODING_URLS = {
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+}
+
+
 @functools.cache
 def _encoding(name: str) -> Any:
     import tiktoken
 
-    return tiktoken.get_encoding(name)
+    if name not in tiktoken.list_encoding_names():
+        raise InvalidInput(f"unknown tiktoken encoding {name!r}; known: "
+                           f"{', '.join(sorted(tiktoken.list_encoding_names()))}")
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as exc:  # network errors (requests', OSError), a bad cached file
+        raise EncodingUnavailable(encoding_hint(name, exc), encoding=name) from exc
+
+
+def encoding_hint(name: str, exc: BaseException) -> str:
+    """Why an encoding could not be loaded, and the whole way to fix it."""
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    where = (f"TIKTOKEN_CACHE_DIR={cache} does not hold it" if cache
+             else "TIKTOKEN_CACHE_DIR is not set")
+    url = ENCODING_URLS.get(name, "its tiktoken download address")
+    return (f"the tiktoken encoding {name!r} could not be loaded ({type(exc).__name__}: "
+            f"{cause}). convotree needs it to count tokens; tiktoken downloads it once "
+            f"from {url} and caches it. On a machine without internet access, put the "
+            f"encoding files in a folder and set TIKTOKEN_CACHE_DIR to that folder "
+            f"({where}).")
 
 
 def count_text(text: str, encoding: str) -> int:

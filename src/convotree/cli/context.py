@@ -58,11 +58,23 @@ def _ranges(ranges: tuple[DepthRange, ...]) -> str:
                      for r in ranges) or "none"
 
 
+def _gap(ctx: Context) -> str:
+    """The gap: dropped messages that no sent summary stands for either."""
+    report = ctx.report
+    if not report.gap:
+        return "none: every dropped message is in the summary"
+    where = _ranges(report.gap)
+    if report.summary_id is None:
+        return f"{where} (no summary; --summarize folds them into one)"
+    return f"{where} (after the summary; --summarize extends it)"
+
+
 def context_json(ctx: Context) -> dict[str, Any]:
     """The context as JSON: messages ready for the API, plus the report."""
     report = dataclasses.asdict(ctx.report)
     report["kept"] = [[r.first, r.last] for r in ctx.report.kept]
     report["dropped"] = [[r.first, r.last] for r in ctx.report.dropped]
+    report["gap"] = [[r.first, r.last] for r in ctx.report.gap]
     return {"model": ctx.model, "format": ctx.format, "budget": ctx.budget,
             "tokens": ctx.tokens, "messages": ctx.messages,
             "node_ids": [str(i) for i in ctx.node_ids], "report": report}
@@ -103,6 +115,7 @@ def print_context(out: Console, ctx: Context, *, width: int | None = None) -> No
         ("messages", f"{len(ctx.messages)} sent; branch has {report.path_length} nodes"),
         ("kept depths", _ranges(report.kept)),
         ("dropped depths", _ranges(report.dropped)),
+        ("not represented", _gap(ctx)),
         ("stopped", report.stopped),
         ("summary", summary_state(ctx)),
         ("summarizer calls", str(report.summarizer_calls)),

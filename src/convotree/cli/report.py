@@ -42,7 +42,7 @@ def _table(title: str, first: str) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=None,
                   header_style="bold", pad_edge=False)
     table.add_column(first, overflow="fold")
-    for name in ("nodes", "tokens", "input tokens", "output tokens"):
+    for name in ("nodes", "tokens", "API in", "API out"):
         table.add_column(name, justify="right")
     return table
 
@@ -71,19 +71,22 @@ def run(args: argparse.Namespace) -> int:
     for label, value in (
         ("conversations", totals.conversations), ("messages", totals.messages),
         ("branches (leaves)", totals.branches), ("summaries", totals.summaries),
-        ("content tokens", totals.tokens), ("API input tokens", totals.input_tokens),
+        ("content tokens, messages", totals.tokens),
+        ("content tokens, summaries", totals.summary_tokens),
+        ("API input tokens", totals.input_tokens),
         ("API output tokens", totals.output_tokens),
     ):
         summary.add_row(label, f"{value:,}")
     out.print(summary)
     out.print()
-    by_model = _table("By model (messages and summaries)", "model")
+    by_model = _table("By model (nodes: messages and summaries; tokens: their content "
+                      "tokens; API in/out: usage)", "model")
     for m in models:
         by_model.add_row(m.model or "(none: user, system, tool)", f"{m.messages:,}",
                          f"{m.tokens:,}", f"{m.input_tokens:,}", f"{m.output_tokens:,}")
     out.print(by_model)
     out.print()
-    by_day = _table(f"By day, last {args.days} (UTC; messages and summaries)", "day")
+    by_day = _table(f"By day, last {args.days} UTC days (same columns)", "day")
     for d in days:
         by_day.add_row(d.day.isoformat(), f"{d.messages:,}", f"{d.tokens:,}",
                        f"{d.input_tokens:,}", f"{d.output_tokens:,}")

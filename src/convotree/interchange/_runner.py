@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .. import _bulk
-from ..errors import ConvotreeError
+from ..errors import ConfigurationError, ConvotreeError
 from ._build import build
 from ._draft import DraftConversation
 from ._result import ImportFailure, ImportResult
@@ -54,6 +54,8 @@ def run(store: Store, items: Iterable[Item | Skip], fmt: str,
                         conn, tenant=store.tenant, conversation=rows.conversation,
                         node_rows=rows.nodes, current_node_id=rows.current_node_id,
                         aliases=rows.aliases, replace=replace)
+            except ConfigurationError:
+                raise  # the machine's problem (an encoding that cannot load), not the file's
             except ConvotreeError as exc:
                 failures.append(ImportFailure(item.label, f"{type(exc).__name__}: {exc}"))
             except (ValueError, TypeError, KeyError) as exc:
