@@ -219,16 +219,20 @@ def main() -> int:
                         help="skip the summary simulation")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, for checking the benchmark itself")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"write the tables here too (default: {RESULTS.name} in "
+                             "benchmarks/results for full runs; --quick writes no file)")
     args = parser.parse_args()
     if args.quick:
         args.depths, args.budgets, args.bushy = [100, 1000], [4000, 16000], 200
         args.repeat, args.appends, args.imports = 5, 200, 2_000
     report = run(args)
     print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(f"\n(written to {args.out})", file=sys.stderr)
+    out = args.out if args.out is not None else None if args.quick else RESULTS
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+        print(f"\n(written to {out})", file=sys.stderr)
     return 0
 
 
