@@ -85,3 +85,29 @@ def test_bundled_data_is_a_chatgpt_export_with_three_branches() -> None:
     children = {e["id"]: len(e["children"]) for e in messages}
     assert sum(1 for count in children.values() if count == 0) == 3
     assert conversation["current_node"] in children
+
+
+@pytest.mark.slow
+def test_demos_running_at_once_all_succeed(empty_db_url: str, tmp_path: Path) -> None:
+    """Several `convotree demo` processes on one database at the same moment: each one
+    prints the whole demo, none a traceback, and one demo conversation remains."""
+    import os
+    import subprocess
+    import sys
+
+    import convotree
+    from tests import sql_audit
+
+    script = Path(sys.executable).parent / "convotree"
+    env = {**os.environ, "COLUMNS": "80"}
+    runs = [subprocess.Popen([str(script), "demo", "--url", empty_db_url], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)]
+    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    for code, out, err in results:
+        assert code == 0 and "Traceback" not in err, err
+        assert "Context for" in out and out.count("◀ current") == 1
+    with sql_audit.unaudited(), convotree.Store(empty_db_url) as store:
+        (only,) = store.list_conversations()
+        assert only.title == "Lisbon trip for two"
+        assert len([n for n in store.tree(only) if n.kind == "message"]) == 12

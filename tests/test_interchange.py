@@ -599,3 +599,91 @@ def test_a_byte_order_mark_is_not_an_error(store: convotree.Store, tmp_path: Pat
     with_bom = import_file(fresh(store), path, fmt)
     assert (with_bom.imported, with_bom.failed, with_bom.nodes) == (
         plain.imported, 0, plain.nodes)
+
+
+# --- re-importing exports: skipped, not copied ------------------------------------------
+
+ID_FORMATS = ["native", "chatgpt", "librechat", "openwebui", "oasst"]
+
+
+def _write_export(store: convotree.Store, conversation: uuid.UUID, fmt: str, path: Path
+                  ) -> Path:
+    doc = export_conversation(store, conversation, fmt)
+    path.write_text(json.dumps(doc) + ("\n" if fmt == "oasst" else ""))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ID_FORMATS)
+def test_an_export_of_a_conversation_made_in_convotree_reimports_as_a_skip(
+        store: convotree.Store, tmp_path: Path, fmt: str) -> None:
+    mine = fresh(store)
+    conv = mine.create_conversation(title="made here")
+    ask = mine.append(conv, role="user", content="hi")
+    answer = mine.append(conv, parent=ask, role="assistant", content="hello")
+    mine.edit(answer, "hey")
+    path = _write_export(mine, conv.id, fmt, tmp_path / f"export.{fmt}")
+    before = table_counts(mine)
+    result = import_file(mine, path, fmt)
+    assert (result.imported, result.skipped, result.failed) == (0, 1, 0)
+    assert table_counts(mine) == before
+    # Another tenant has no such conversation: it imports a copy of its own (native
+    # keeps exact ids, so there the id is taken and nothing is touched).
+    other = fresh(store)
+    outcome = import_file(other, path, fmt)
+    if fmt == "native":
+        assert outcome.failed == 1 and "already taken" in outcome.failures[0].reason
+    else:
+        assert outcome.imported == 1
+
+
+@pytest.mark.parametrize(("source", "target"), [("chatgpt", "librechat"),
+                                                ("chatgpt", "openwebui"),
+                                                ("openwebui", "chatgpt"),
+                                                ("librechat", "oasst")])
+def test_an_imported_conversation_exported_in_another_format_is_skipped(
+        store: convotree.Store, tmp_path: Path, source: str, target: str) -> None:
+    files = {"chatgpt": FIX / "chatgpt_branching.json",
+             "librechat": FIX / "librechat_flat.json",
+             "openwebui": FIX / "openwebui_branching.json"}
+    mine = fresh(store)
+    first = import_file(mine, files[source], source)
+    assert first.imported >= 1 and first.failed == 0
+    before = table_counts(mine)
+    for index, conversation in enumerate(first.conversation_ids):
+        path = _write_export(mine, conversation, target, tmp_path / f"x{index}")
+        again = import_file(mine, path, target)
+        assert (again.imported, again.skipped) == (0, 1)
+    assert table_counts(mine) == before
+
+
+def test_an_openai_message_list_carries_no_id(store: convotree.Store, tmp_path: Path) -> None:
+    """The one format without ids: the same file re-imports as a skip (its content hash
+    is its id), but an export of a conversation made in convotree imports as a copy."""
+    mine = fresh(store)
+    conv = mine.create_conversation()
+    mine.append(conv, role="user", content="hi")
+    path = _write_export(mine, conv.id, "openai", tmp_path / "list.json")
+    assert import_file(mine, path, "openai").imported == 1
+    assert import_file(mine, path, "openai").skipped == 1
+
+
+@pytest.mark.parametrize("fmt", ["chatgpt", "native"])
+def test_replace_writes_the_conversation_again_in_one_transaction(
+        store: convotree.Store, tmp_path: Path, fmt: str) -> None:
+    mine = fresh(store)
+    source = FIX / "chatgpt_branching.json"
+    first = import_file(mine, source, "chatgpt")
+    cid = first.conversation_ids[0]
+    summary = mine.add_summary(mine.leaves(cid)[0], "Summary of the earlier conversation:\n-")
+    path = source if fmt == "chatgpt" else _write_export(mine, cid, "native", tmp_path / "n")
+    again = import_file(mine, path, fmt, replace=True)
+    count = first.imported if fmt == "chatgpt" else 1
+    assert (again.imported, again.replaced, again.skipped) == (count, count, 0)
+    assert cid in again.conversation_ids
+    kinds = [n.kind for n in mine.tree(cid)]
+    if fmt == "chatgpt":   # the file has no summary: the stored one went with the old copy
+        assert "summary" not in kinds
+        with pytest.raises(errors.NodeNotFound):
+            mine.node(cid, summary.id)
+    else:                  # a native backup holds it
+        assert kinds.count("summary") == 1

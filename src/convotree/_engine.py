@@ -26,6 +26,7 @@ from .errors import ConfigurationError
 WRITE_OPTION = "convotree_write"
 _CONFIGURED = "convotree_configured"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SUPPORTED = ("sqlite", "postgresql")
 
 
 def sqlite_file(url: str | URL) -> Path | None:
@@ -46,11 +47,26 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     between convotree and your application on SQLite: it turns on foreign keys and
     proper transactions for every connection.
     """
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # ArgumentError, ValueError: not a URL at all
+        raise ConfigurationError(
+            "not a database URL (expected e.g. sqlite:///chat.db or "
+            "postgresql+psycopg://user@host/db)") from exc
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED:
+        raise ConfigurationError(
+            f"convotree supports SQLite and PostgreSQL, not {backend!r} "
+            "(use sqlite:///FILE or postgresql+psycopg://...)")
+    if backend == "postgresql" and parsed.drivername == "postgresql":
         # The bare scheme would pick psycopg2; convotree is tested with psycopg 3.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = sa_create_engine(parsed, **kwargs)
+    try:
+        engine = sa_create_engine(parsed, **kwargs)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the database driver for {parsed.drivername!r} is not installed "
+            f"({exc.name or exc}); for PostgreSQL: pip install \"convotree[postgres]\"") from exc
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
     return engine

@@ -13,13 +13,12 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import _migrate, _ops, tokens
-from ._assemble import SummaryPlan, assemble
 from ._engine import WRITE_OPTION, check_engine, create_engine
 from ._ids import as_uuid
 from ._validate import (
@@ -31,10 +30,13 @@ from ._validate import (
     check_title,
     prepare_message,
 )
-from .context import Context, PruningPolicy
 from .errors import ConvotreeError, InvalidContent, InvalidParent, StoreError
 from .models import Conversation, Node
-from .summaries import SUMMARY_HEADER, Summarizer, SummaryOptions
+
+if TYPE_CHECKING:
+    from ._assemble import SummaryPlan
+    from .context import Context, PruningPolicy
+    from .summaries import Summarizer, SummaryOptions
 
 __all__ = ["ConversationRef", "Store"]
 
@@ -362,6 +364,11 @@ class Store:
         assembled again with it. If the summarizer fails, the context is pruned
         without it, ``report.summary_error`` says why, and nothing is written.
         """
+        # The assembler is loaded on first use: opening a store to list or read
+        # conversations (every command-line call) does not pay for it.
+        from ._assemble import assemble
+        from .summaries import SUMMARY_HEADER, SummaryOptions
+
         def build(options: SummaryOptions | None) -> tuple[Context, SummaryPlan | None]:
             with self._transaction(write=False) as conn:
                 return assemble(

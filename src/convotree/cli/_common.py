@@ -116,7 +116,10 @@ def resolve_url(args: argparse.Namespace, *, must_exist: bool = False) -> str:
     try:
         make_url(url)
     except ArgumentError as exc:
-        raise CliError(f"not a database URL: {display_url(url)!r}") from exc
+        # Not echoed: a mistyped URL may still hold a password.
+        source = "--url" if args.url else f"${URL_ENV}" if os.environ.get(URL_ENV) else "default"
+        raise CliError(f"the {source} value is not a database URL (expected e.g. "
+                       "sqlite:///chat.db or postgresql+psycopg://user@host/db)") from exc
     path = sqlite_file(url)
     if must_exist and path is not None and not path.exists():
         raise CliError(f"no database at {path}: run `convotree demo` to make one, or "

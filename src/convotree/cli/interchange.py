@@ -37,6 +37,9 @@ def register(subparsers: Subparsers) -> None:
     imp.add_argument("file", type=Path, metavar="FILE")
     imp.add_argument("--format", "-f", required=True, choices=FORMATS, metavar="FORMAT",
                      help=f"the file's format: {', '.join(FORMATS)}")
+    imp.add_argument("--replace", action="store_true",
+                     help="write conversations that are already there again (each "
+                          "replacement is one transaction) instead of skipping them")
     imp.add_argument("--json", action="store_true",
                      help="print the result (counts, ids, failures) as JSON on stdout")
     add_db_options(imp)
@@ -75,17 +78,19 @@ def run_import(args: argparse.Namespace) -> int:
                           MofNCompleteColumn(), TextColumn("conversations"),
                           TimeElapsedColumn(), console=errors, transient=True) as progress:
                 task = progress.add_task(args.file.name, total=None)
-                result = import_file(store, args.file, args.format,
+                result = import_file(store, args.file, args.format, replace=args.replace,
                                      on_progress=lambda n: progress.update(task, completed=n))
         else:
-            result = import_file(store, args.file, args.format)
+            result = import_file(store, args.file, args.format, replace=args.replace)
     for failure in result.failures:
         sys.stderr.write(f"failed: {failure.source}: {failure.reason}\n")
-    line = (f"{result.imported} conversations imported, {result.skipped} skipped, "
+    replaced = f" ({result.replaced} replaced)" if result.replaced else ""
+    line = (f"{result.imported} conversations imported{replaced}, {result.skipped} skipped, "
             f"{result.failed} failed; {result.nodes} messages imported")
     if args.json:
         print(json.dumps({
-            "imported": result.imported, "skipped": result.skipped, "failed": result.failed,
+            "imported": result.imported, "replaced": result.replaced,
+            "skipped": result.skipped, "failed": result.failed,
             "nodes": result.nodes,
             "conversation_ids": [str(i) for i in result.conversation_ids],
             "failures": [{"source": f.source, "reason": f.reason} for f in result.failures],
