@@ -95,12 +95,31 @@ def _require(postgres: PostgresServer) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
-    skipped = [r for r in terminalreporter.stats.get("skipped", [])
-               if "SKIPPING POSTGRESQL" in str(r.longrepr)]
+    skips = terminalreporter.stats.get("skipped", [])
+    skipped = [r for r in skips if "SKIPPING POSTGRESQL" in str(r.longrepr)]
     if skipped:
         terminalreporter.write_line(
             f"!!! {len(skipped)} PostgreSQL cases were SKIPPED: the server was unreachable. "
             "Set CONVOTREE_REQUIRE_POSTGRES=1 to make that a failure.", red=True, bold=True)
+    if _UNEXPECTED_SKIPS:
+        terminalreporter.write_line(
+            f"!!! {len(_UNEXPECTED_SKIPS)} tests skipped for another reason (first: "
+            f"{_UNEXPECTED_SKIPS[0]}): README says nothing else skips, so the run fails.",
+            red=True, bold=True)
+
+
+#: Skips other than the unreachable-PostgreSQL one: README promises there are none.
+_UNEXPECTED_SKIPS: list[str] = []
+
+
+def pytest_runtest_logreport(report):  # type: ignore[no-untyped-def]
+    if report.skipped and "SKIPPING POSTGRESQL" not in str(report.longrepr):
+        _UNEXPECTED_SKIPS.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
+    if _UNEXPECTED_SKIPS and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def new_database_url(kind: str, postgres: PostgresServer, tmp_path: Path) -> str:

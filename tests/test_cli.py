@@ -310,6 +310,34 @@ def test_context_summarize_makes_then_reuses(db: list[str], lisbon: dict[str, An
     assert listed["Lisbon [plan]"]["summaries"] == 1
 
 
+def test_context_says_what_the_model_does_not_see(db: list[str], db_url: str,
+                                                  tenant: str) -> None:
+    """A summary of depths 1-5, room for it and depth 8 only: `context` prints the gap
+    (6-7) instead of hiding it, and --summarize closes it."""
+    with convotree.Store(db_url, tenant=tenant) as store:
+        conv = store.create_conversation()
+        path = [store.append(conv, role="system", content="You plan trips.")]
+        for depth in range(1, 9):
+            size = 30 if depth in (6, 7) else 3
+            path.append(store.append(conv, parent=path[-1],
+                                     role="user" if depth % 2 else "assistant",
+                                     content=" ".join(f"w{depth}x{i}" for i in range(size))))
+        store.add_summary(path[5], "Summary of the earlier conversation:\n" + " ".join(
+            f"s{i}" for i in range(70)))
+        budget = 3 + sum(n.token_count + n.overhead_tokens for n in
+                         (path[0], path[8], path[7], path[6]))
+    argv = ["context", short(conv.id), short(path[8].id), "-m", "gpt-4o", "-b", str(budget)]
+    shown = run_cli(*argv, *db)
+    assert shown.code == 0, shown.err
+    line = next(line for line in shown.lines if line.startswith("not represented"))
+    assert "6-7" in line and "--summarize" in line
+    data = json.loads(run_cli(*argv, "--json", *db).out)
+    assert data["report"]["gap"] == [[6, 7]] and data["report"]["dropped"] == [[1, 7]]
+    closed = run_cli(*argv, "--summarize", *db)
+    line = next(line for line in closed.lines if line.startswith("not represented"))
+    assert line.split(maxsplit=2)[2].startswith("none")
+
+
 def test_context_errors(db: list[str], lisbon: dict[str, Any]) -> None:
     conv = short(lisbon["conv"].id)
     one_line_error(run_cli("context", conv, "-m", "my-model", *db), "budget")

@@ -132,3 +132,24 @@ def test_a_reader_leaving_the_pipe_is_not_an_error(env: dict[str, str], tmp_path
                           timeout=120, check=True)
     assert done.stdout.splitlines() == ["long transcript", "status 0"]
     assert "Traceback" not in done.stderr
+
+
+def test_an_encoding_that_cannot_load_prints_the_whole_fix(tmp_path: Path) -> None:
+    """Offline and without TIKTOKEN_CACHE_DIR holding the encoding: one line that says
+    which encoding, why, where tiktoken fetches it and what to set; no traceback."""
+    empty = tmp_path / "cache"
+    empty.mkdir()
+    variables = {k: v for k, v in os.environ.items() if k != "CONVOTREE_URL"}
+    # A proxy that refuses at once: no lookup, no wait, whatever the machine's network.
+    variables.update(TIKTOKEN_CACHE_DIR=str(empty), HTTPS_PROXY="http://127.0.0.1:9",
+                     HTTP_PROXY="http://127.0.0.1:9", XDG_DATA_HOME=str(tmp_path / "xdg"))
+    done = convotree_cli("demo", "--db", str(tmp_path / "demo.db"), env=variables)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    message = done.stderr.strip()
+    assert message.count("\n") == 0
+    assert "'o200k_base' could not be loaded" in message
+    assert ("https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken "
+            "and caches it") in message
+    assert (f"set TIKTOKEN_CACHE_DIR to that folder (TIKTOKEN_CACHE_DIR={empty} does not "
+            "hold it).") in message
+    assert message.endswith("does not hold it).")

@@ -58,8 +58,10 @@ def _doc_sources() -> Iterator[tuple[str, str]]:
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         yield path.name, path.read_text()
     ini = (ROOT / "alembic.ini").read_text()
-    yield "alembic.ini", "\n".join(line.lstrip("# ") for line in ini.splitlines()
-                                   if line.startswith("#"))
+    # Its comment lines that are commands, as a shell block (a note after two spaces).
+    commands = [re.split(r"\s{2,}", line.lstrip("# "))[0] for line in ini.splitlines()
+                if line.lstrip("# ").startswith(STARTS)]
+    yield "alembic.ini", "```sh\n" + "\n".join(commands) + "\n```\n"
 
 
 def _messages() -> Iterator[tuple[str, str]]:
@@ -113,7 +115,8 @@ def _elsewhere(command: str) -> str | None:
 
 def test_the_collection_finds_the_commands_people_read() -> None:
     commands = {command for command, _ in COMMANDS}
-    assert "alembic -x url=sqlite:///chat.db upgrade head" in commands   # README
+    assert "alembic -x url=sqlite:///chat.db upgrade head" in commands   # README, ini
+    assert "alembic upgrade head" in commands                           # alembic.ini
     assert "convotree db upgrade --url URL" in commands                 # SchemaOutOfDate
     assert "convotree db upgrade" in commands                           # CLI hints
     assert any(c.startswith("convotree context CONV [NODE]") for c in commands)  # synopsis
@@ -220,7 +223,7 @@ def test_command_runs_as_printed(command: str, where: str, tmp_path: Path, demo_
     env.pop("CONVOTREE_URL", None)
     if "alembic" in line and "url=" not in line:
         env["CONVOTREE_URL"] = f"sqlite:///{work / 'chat.db'}"
-    if line.startswith("alembic check") or "downgrade" in line and "alembic" in line:
+    if line.startswith("alembic check") or ("downgrade" in line and "alembic" in line):
         subprocess.run([sys.executable, "-c", "import convotree, sys; convotree.migrate("
                         "sys.argv[1])", env.get("CONVOTREE_URL", f"sqlite:///{work}/chat.db")],
                        check=True, timeout=120)

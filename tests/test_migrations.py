@@ -250,7 +250,7 @@ def test_a_failed_downgrade_leaves_the_database_where_it_was(empty_db_url: str) 
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE VIEW probe AS SELECT finish_reason FROM convotree_nodes"))
         engine.dispose()
-        with pytest.raises(errors.MigrationError, match="rolled back.*still at 0002") as info:
+        with pytest.raises(errors.MigrationError, match=r"rolled back.*still at 0002") as info:
             convotree.downgrade(empty_db_url, "base")
         assert info.value.context["revision"] == "0002"
         assert convotree.current_revision(empty_db_url) == "0002"
@@ -308,7 +308,7 @@ def test_opening_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(errors.SchemaOutOfDate):
         convotree.check_schema(url)
     assert not path.exists() and list(tmp_path.iterdir()) == []
-    with pytest.raises(errors.ConfigurationError, match="folder .* does not exist"):
+    with pytest.raises(errors.ConfigurationError, match=r"folder .* does not exist"):
         convotree.Store(f"sqlite:///{tmp_path / 'no' / 'such' / 'folder.db'}", create=True)
     assert list(tmp_path.iterdir()) == []
     with convotree.Store(url, create=True) as store:   # create=True makes it

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, select, table, column
+from sqlalchemy import Engine, column, inspect, select, table
 from sqlalchemy.exc import DBAPIError
 
 from ._engine import WRITE_OPTION, check_engine, create_engine, sqlite_file

@@ -322,11 +322,15 @@ def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
         raise _missing_node(conn, tenant, conversation_id, covered_id)
     values = node_values(conversation_id, uuid7(), covered_id, row._mapping["depth"] + 1, None,
                           message, utcnow(), summary_base_id=base_id)
+    statement: Any
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        statement = postgresql_insert(nodes)
     else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(nodes)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(nodes)
     stored = conn.execute(
         statement.values(values).on_conflict_do_nothing().returning(nodes.c.id)).first()
     return stored is not None

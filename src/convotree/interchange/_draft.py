@@ -7,6 +7,7 @@ roles, content, tool-call pairing) happens once, in ``_build``, for every format
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -88,10 +89,8 @@ def known_as(tenant: str, source_id: str) -> list[uuid.UUID]:
     is skipped, not copied.
     """
     ids = [derived_conversation_id(tenant, fmt, source_id) for fmt in DERIVING_FORMATS]
-    try:
+    with contextlib.suppress(ValueError):   # not a UUID: no convotree id to look for
         ids.append(uuid.UUID(source_id))
-    except ValueError:
-        pass
     return ids
 
 
