@@ -18,6 +18,7 @@ import convotree
 from convotree import cli
 from convotree._schema import SCHEMA_REVISION
 from convotree.cli._resolve import short
+from tests.helpers import gap_branch
 from tests.test_cli_support import build_lisbon, exempt_reporting, run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "interchange"
@@ -315,17 +316,8 @@ def test_context_says_what_the_model_does_not_see(db: list[str], db_url: str,
     """A summary of depths 1-5, room for it and depth 8 only: `context` prints the gap
     (6-7) instead of hiding it, and --summarize closes it."""
     with convotree.Store(db_url, tenant=tenant) as store:
-        conv = store.create_conversation()
-        path = [store.append(conv, role="system", content="You plan trips.")]
-        for depth in range(1, 9):
-            size = 30 if depth in (6, 7) else 3
-            path.append(store.append(conv, parent=path[-1],
-                                     role="user" if depth % 2 else "assistant",
-                                     content=" ".join(f"w{depth}x{i}" for i in range(size))))
-        store.add_summary(path[5], "Summary of the earlier conversation:\n" + " ".join(
-            f"s{i}" for i in range(70)))
-        budget = 3 + sum(n.token_count + n.overhead_tokens for n in
-                         (path[0], path[8], path[7], path[6]))
+        path, _, budget = gap_branch(store)
+    conv = store.get_conversation(path[0].conversation_id)
     argv = ["context", short(conv.id), short(path[8].id), "-m", "gpt-4o", "-b", str(budget)]
     shown = run_cli(*argv, *db)
     assert shown.code == 0, shown.err

@@ -202,6 +202,19 @@ def _snapshot(url: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
+def _tampered(url: str, statement: str) -> tuple[list[tuple[object, ...]], set[str]]:
+    """Migrate and fill a database, change it by hand with ``statement`` (what makes the
+    next migration fail), and return the snapshot and columns to compare with after."""
+    convotree.migrate(url)
+    _fill(url)
+    before = _snapshot(url), _columns(url)
+    engine = convotree.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
+    return before
+
+
 def _columns(url: str) -> set[str]:
     engine = convotree.create_engine(url)
     try:
@@ -243,13 +256,8 @@ def test_a_failed_downgrade_leaves_the_database_where_it_was(empty_db_url: str) 
     """A view on a 0002 column makes the 0002 downgrade fail half way (after other
     columns went): the whole run rolls back, on both backends."""
     with sql_audit.unaudited():
-        convotree.migrate(empty_db_url)
-        _fill(empty_db_url)
-        before, columns = _snapshot(empty_db_url), _columns(empty_db_url)
-        engine = convotree.create_engine(empty_db_url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("CREATE VIEW probe AS SELECT finish_reason FROM convotree_nodes"))
-        engine.dispose()
+        before, columns = _tampered(
+            empty_db_url, "CREATE VIEW probe AS SELECT finish_reason FROM convotree_nodes")
         with pytest.raises(errors.MigrationError, match=r"rolled back.*still at 0002") as info:
             convotree.downgrade(empty_db_url, "base")
         assert info.value.context["revision"] == "0002"
@@ -263,13 +271,8 @@ def test_a_downgrade_failing_in_its_second_step_undoes_the_first(empty_db_url: s
     0001 step fails after 0002's succeeded. One transaction: 0002's columns come back.
     (Alembic alone commits each SQLite step, which left such databases at 0001.)"""
     with sql_audit.unaudited():
-        convotree.migrate(empty_db_url)
-        _fill(empty_db_url)
-        before, columns = _snapshot(empty_db_url), _columns(empty_db_url)
-        engine = convotree.create_engine(empty_db_url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP INDEX ix_convotree_nodes_conversation_id_parent_id"))
-        engine.dispose()
+        before, columns = _tampered(
+            empty_db_url, "DROP INDEX ix_convotree_nodes_conversation_id_parent_id")
         with pytest.raises(errors.MigrationError, match="still at 0002"):
             convotree.downgrade(empty_db_url, "base")
         assert convotree.current_revision(empty_db_url) == "0002"

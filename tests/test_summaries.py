@@ -15,7 +15,7 @@ from convotree.summaries import SUMMARY_HEADER, SummaryRequest, SummaryResult
 from convotree.testing import FakeOpenAI
 from convotree.tokens import count_messages
 from tests import sql_audit
-from tests.helpers import call
+from tests.helpers import call, gap_branch
 
 
 class Counting:
@@ -250,23 +250,8 @@ def test_a_gap_between_summary_and_recent_messages_is_reported_then_summarized(
     """A stored summary covers depths 1-5, the budget fits the summary and only the
     last message: 6-7 are neither sent nor summarized. The report says so (``gap``);
     with a summarizer the same call folds them into a new summary instead."""
-    conv = store.create_conversation()
-    path = [store.append(conv, role="system", content="You plan trips.")]
-    for depth in range(1, 9):
-        size = 30 if depth in (6, 7) else 3
-        path.append(store.append(conv, parent=path[-1],
-                                 role="user" if depth % 2 else "assistant",
-                                 content=" ".join(f"w{depth}x{i}" for i in range(size))))
-    old = store.add_summary(path[5], "Summary of the earlier conversation:\n" + " ".join(
-        f"s{i}" for i in range(70)))
-
-    def cost(node: convotree.Node) -> int:
-        return node.token_count + node.overhead_tokens
-
-    # Room to walk up to the summary (depths 8, 7, 6), but with the summary sent only
-    # depth 8 fits next to it.
-    budget = 3 + cost(path[0]) + cost(path[8]) + cost(path[7]) + cost(path[6])
-    assert cost(path[0]) + cost(old) + cost(path[8]) + cost(path[7]) > budget - 3
+    path, old, budget = gap_branch(store)
+    conv = path[0].conversation_id
     leaf = path[8]
     whole = store.context(leaf, model="gpt-4o")
     assert whole.report.gap == () and whole.report.summary_id == old.id
