@@ -26,7 +26,7 @@ import os
 from alembic import context
 from sqlalchemy import Connection, text
 
-from convotree._engine import WRITE_OPTION, create_engine
+from convotree._engine import MIGRATION_OPTION, WRITE_OPTION, create_engine
 from convotree._schema import VERSION_TABLE, metadata
 
 config = context.config
@@ -70,7 +70,8 @@ def main() -> None:
         raise SystemExit("no database URL: pass -x url=... or set CONVOTREE_URL")
     engine = create_engine(url)
     try:
-        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
+        with engine.connect().execution_options(
+                **{WRITE_OPTION: True, MIGRATION_OPTION: True}) as conn:
             run(conn)
     finally:
         engine.dispose()

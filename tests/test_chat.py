@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 import pytest
+import sqlalchemy as sa
 
 import convotree
 from convotree import Chat, ExtractiveSummarizer, Node
@@ -601,3 +602,117 @@ def test_reasoning_with_nothing_after_it_is_not_replayed(
     assert answer.api_items is None and answer.content == ""
     chat.send(answer, "and?")
     assert server.bodies[-1]["input"][1] == {"role": "assistant", "content": ""}
+
+
+# --- server-side compaction ------------------------------------------------------------
+
+
+def _compacting_chat(store: convotree.Store, server: FakeOpenAI, threshold: int = 120
+                     ) -> tuple[Chat, Any]:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses",
+                server_compaction=threshold)
+    conv = store.create_conversation()
+    store.append(conv, role="system", content="You plan trips.")
+    return chat, conv
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_server_compaction_starts_the_next_context_at_its_item(
+        store: convotree.Store, server: FakeOpenAI, streamed: bool) -> None:
+    """OpenAI's guide for stateless clients: append the output as usual; the items
+    before the latest compaction item may be dropped. The next request of that branch
+    is the system prompt, the compaction item, the answer after it, the new message."""
+    chat, conv = _compacting_chat(store, server)
+    node = None
+    for turn in range(12):
+        question = f"Day {turn}: what should we see in Lisbon, and where should we eat?"
+        if streamed:
+            with chat.stream(conv, question) as stream:
+                "".join(stream)
+            node = stream.node
+        else:
+            node = chat.send(conv, question)
+        assert node is not None
+        assert server.bodies[-1]["context_management"] == [
+            {"type": "compaction", "compact_threshold": 120}]
+        if node.compacted:
+            break
+    assert node is not None and node.compacted and server.compactions
+    item = node.api_items[0]  # type: ignore[index]
+    assert item["type"] == "compaction" and item["id"] == server.compactions[-1]
+    follow = chat.send(node, "And on the last day?")
+    sent_input = server.bodies[-1]["input"]
+    assert sent_input[0] == {"role": "system", "content": "You plan trips."}
+    assert sent_input[1:-1] == node.api_items           # the item, then the answer after it
+    assert sent_input[-1] == {"role": "user", "content": "And on the last day?"}
+    assert chat.last is not None and chat.last.context.report.compaction_id == node.id
+    assert chat.last.context.report.gap == ()
+    # The turn after that still starts at the same item, not at the history before it.
+    chat.send(follow, "Thanks!")
+    assert server.bodies[-1]["input"][1] == item
+    # The transcript is all there, and the tree and SQL show the boundary.
+    path = store.path(node)
+    assert [n.compacted for n in path].count(True) == 1 and len(path) > 4
+    with store.engine.connect() as conn:
+        marked = conn.execute(sa.text(
+            "SELECT count(*) FROM convotree_nodes n WHERE n.conversation_id = :c "
+            "AND n.compacted").bindparams(sa.bindparam("c", type_=sa.Uuid())), {"c": conv.id})
+        assert marked.scalar_one() == 1
+
+
+def test_a_compaction_leaves_other_branches_and_chat_completions_alone(
+        store: convotree.Store, server: FakeOpenAI) -> None:
+    chat, conv = _compacting_chat(store, server, threshold=40)
+    first = chat.send(conv, "Plan a long trip to Lisbon with many museums and restaurants.")
+    compacted = chat.send(first, "Now add three more days with beaches and castles please.")
+    assert not first.compacted and compacted.compacted
+    # A regenerated answer to the same prompt forks above the compacted answer: it gets
+    # the history, not the compaction (the item holds the other answer's state).
+    chat.server_compaction = None
+    other = chat.regenerate(compacted)
+    assert not any(i.get("type") == "compaction" for i in server.bodies[-1]["input"])
+    assert not other.compacted
+    # Chat Completions cannot read the item: its context walks the readable history.
+    plain = Chat(store, server.client(), model="gpt-4o-mini")
+    plain.send(compacted, "Summarize it")
+    contents = [m["content"] for m in server.bodies[-1]["messages"]]
+    assert contents[1].startswith("Plan a long trip") and contents[-1] == "Summarize it"
+
+
+def test_server_compaction_settings_are_checked(store: convotree.Store,
+                                                server: FakeOpenAI) -> None:
+    client = server.client()
+    with pytest.raises(convotree.errors.ChatError, match="api='responses'"):
+        Chat(store, client, model="gpt-4o", server_compaction=1000)
+    with pytest.raises(convotree.errors.ChatError, match="choose one"):
+        Chat(store, client, model="gpt-4o", api="responses", server_compaction=1000,
+             summarizer=ExtractiveSummarizer())
+    with pytest.raises(convotree.errors.ChatError, match="positive"):
+        Chat(store, client, model="gpt-4o", api="responses", server_compaction=0)
+    chat = Chat(store, client, model="gpt-4o", api="responses", budget=500,
+                server_compaction=1000)
+    conv = store.create_conversation()
+    before = table_counts(store)
+    with pytest.raises(convotree.errors.ChatError, match="never compact"):
+        chat.send(conv, "hello")
+    assert table_counts(store) == before and server.calls == []
+
+
+def test_compaction_trigger_stores_a_summary(store: convotree.Store,
+                                             server: FakeOpenAI) -> None:
+    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    conv = store.create_conversation()
+    a1 = chat.send(conv, "My name is Ada.")
+    summary = chat.compact(a1, method="trigger")
+    body = server.bodies[-1]
+    assert server.calls[-1]["path"].endswith("/responses")
+    assert body["input"][-1] == {"type": "compaction_trigger"} and body["store"] is False
+    assert summary.kind == "summary" and summary.parent_id == a1.id
+    assert summary.api_items == [{"type": "compaction", "id": server.compactions[-1],
+                                  "encrypted_content": f"ENCRYPTED-CONTEXT-"
+                                                       f"{server.compactions[-1]}"}]
+    assert "My name is Ada." in (summary.content or "")
+    chat.send(a1, "What is my name?")
+    assert server.bodies[-1]["input"][0] == summary.api_items[0]
+    with pytest.raises(InvalidContent):
+        chat.compact(a1, method="sideways")

@@ -242,7 +242,9 @@ def test_commands_that_run_elsewhere_are_the_ones_named() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^demo: .*\n\t\$\(VENV\)/bin/convotree demo$", makefile, flags=re.M)
     assert re.search(r"^bench: .*\n\t\$\(PY\) -m benchmarks$", makefile, flags=re.M)
-    assert re.search(r"^test: lint\n\t\$\(VENV\)/bin/pytest$", makefile, flags=re.M)
+    assert re.search(r"^test: test-newest test-oldest$", makefile, flags=re.M)
+    assert re.search(r"^test-newest: lint\n\t\$\(VENV\)/bin/pytest$", makefile, flags=re.M)
+    assert re.search(r"^\t\$\(OLDEST\)/bin/pytest \$\(OLDEST_TESTS\)$", makefile, flags=re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     wheel_test = (ROOT / "tests" / "test_wheel.py").read_text()
     assert '"-m", "build", "--wheel"' in wheel_test and '"pip", "install"' in wheel_test

@@ -181,9 +181,16 @@ def _fill(url: str) -> dict[str, object]:
         store.edit(answer, "It is sunny in Lisbon.")              # a branch
         store.edit(ask, "Weather in Porto?")                      # another branch
         store.add_summary(result, "Summary of the earlier conversation:\n- weather")
+        compacted = store.append(conv, parent=answer, role="assistant", content="Later.",
+                                 api_items=[{"type": "compaction", "id": "cmp_1",
+                                             "encrypted_content": "x"},
+                                            {"type": "message", "role": "assistant",
+                                             "content": [{"type": "output_text",
+                                                          "text": "Later."}]}])
+        assert compacted.compacted
         other = store.create_conversation(title="second")
         store.append(other, role="user", content="hi")
-        return {"conversation": conv.id, "leaf": answer.id}
+        return {"conversation": conv.id, "leaf": answer.id, "compacted": compacted.id}
 
 
 def _snapshot(url: str) -> list[tuple[object, ...]]:
@@ -228,14 +235,23 @@ def test_every_step_up_and_down_keeps_the_data(empty_db_url: str) -> None:
         convotree.migrate(empty_db_url)
         made = _fill(empty_db_url)
         before = _snapshot(empty_db_url)
-        assert len(before) == 2 + 9   # two conversations, nine nodes
+        assert len(before) == 2 + 10   # two conversations, ten nodes
 
-        convotree.downgrade(empty_db_url, "0001")          # 0002 -> 0001 with data
+        convotree.downgrade(empty_db_url, "0002")          # 0003 -> 0002 with data
+        assert "compacted" not in _columns(empty_db_url)
+        assert _snapshot(empty_db_url) == before
+        convotree.migrate(empty_db_url, "0003")            # 0002 -> 0003: filled in
+        with convotree.Store(empty_db_url) as store:
+            node = store.node(made["conversation"], made["compacted"])  # type: ignore[arg-type]
+            assert node.compacted
+            assert not store.node(made["conversation"], made["leaf"]).compacted  # type: ignore[arg-type]
+
+        convotree.downgrade(empty_db_url, "0001")          # 0003 -> 0002 -> 0001
         assert convotree.current_revision(empty_db_url) == "0001"
         assert _snapshot(empty_db_url) == before
         assert "response_id" not in _columns(empty_db_url)
 
-        convotree.migrate(empty_db_url, "0002")            # 0001 -> 0002 with data
+        convotree.migrate(empty_db_url)                    # 0001 -> 0002 -> 0003
         assert _snapshot(empty_db_url) == before
         with convotree.Store(empty_db_url) as store:       # and the store works on it
             leaf = store.node(made["conversation"], made["leaf"])  # type: ignore[arg-type]
@@ -253,30 +269,32 @@ def test_every_step_up_and_down_keeps_the_data(empty_db_url: str) -> None:
 
 
 def test_a_failed_downgrade_leaves_the_database_where_it_was(empty_db_url: str) -> None:
-    """A view on a 0002 column makes the 0002 downgrade fail half way (after other
-    columns went): the whole run rolls back, on both backends."""
+    """A view on a 0002 column makes the 0002 downgrade fail half way (after 0003's
+    step and other columns went): the whole run rolls back, on both backends."""
     with sql_audit.unaudited():
         before, columns = _tampered(
             empty_db_url, "CREATE VIEW probe AS SELECT finish_reason FROM convotree_nodes")
-        with pytest.raises(errors.MigrationError, match=r"rolled back.*still at 0002") as info:
+        with pytest.raises(errors.MigrationError,
+                           match=rf"rolled back.*still at {SCHEMA_REVISION}") as info:
             convotree.downgrade(empty_db_url, "base")
-        assert info.value.context["revision"] == "0002"
-        assert convotree.current_revision(empty_db_url) == "0002"
+        assert info.value.context["revision"] == SCHEMA_REVISION
+        assert convotree.current_revision(empty_db_url) == SCHEMA_REVISION
         assert _columns(empty_db_url) == columns
         assert _snapshot(empty_db_url) == before
 
 
 def test_a_downgrade_failing_in_its_second_step_undoes_the_first(empty_db_url: str) -> None:
-    """``downgrade base`` runs 0002 then 0001; with an index of 0001 already gone, the
-    0001 step fails after 0002's succeeded. One transaction: 0002's columns come back.
-    (Alembic alone commits each SQLite step, which left such databases at 0001.)"""
+    """``downgrade base`` runs the steps down to 0001; with an index of 0001 already
+    gone, the 0001 step fails after the later ones succeeded. One transaction: their
+    columns come back. (Alembic alone commits each SQLite step, which left such
+    databases at 0001.)"""
     with sql_audit.unaudited():
         before, columns = _tampered(
             empty_db_url, "DROP INDEX ix_convotree_nodes_conversation_id_parent_id")
-        with pytest.raises(errors.MigrationError, match="still at 0002"):
+        with pytest.raises(errors.MigrationError, match=f"still at {SCHEMA_REVISION}"):
             convotree.downgrade(empty_db_url, "base")
-        assert convotree.current_revision(empty_db_url) == "0002"
-        assert _columns(empty_db_url) == columns and "api_items" in columns
+        assert convotree.current_revision(empty_db_url) == SCHEMA_REVISION
+        assert _columns(empty_db_url) == columns and {"api_items", "compacted"} <= columns
         assert _snapshot(empty_db_url) == before
 
 
@@ -295,7 +313,7 @@ def test_a_failed_upgrade_leaves_the_database_where_it_was(empty_db_url: str) ->
 
 def test_unknown_revision_is_a_typed_error(empty_db_url: str) -> None:
     with sql_audit.unaudited():
-        with pytest.raises(errors.UnknownRevision, match="0001, 0002"):
+        with pytest.raises(errors.UnknownRevision, match="0001, 0002, 0003"):
             convotree.migrate(empty_db_url, "9999")
         with pytest.raises(errors.UnknownRevision):
             convotree.downgrade(empty_db_url, "")

@@ -90,6 +90,7 @@ class _WindowRow(NamedTuple):
     encoding: str
     pinned: Any
     api_items: Any
+    compacted: Any
     source: str
 
 
@@ -115,8 +116,10 @@ def _by_depth(row: Any) -> int:
 
 
 def _estimate_notes(rows: Sequence[Any], tools: object, fmt: str,
-                    estimated_media: bool) -> tuple[str, ...]:
+                    estimated_media: bool, compaction: bool = False) -> tuple[str, ...]:
     notes = []
+    if compaction:
+        notes.append("compaction item: its size is the API's (the answer's text is counted)")
     if any(row.tool_calls is not None for row in rows):
         notes.append("tool calls in messages: estimated (8 + name + arguments per call)")
     if tools:
@@ -175,7 +178,10 @@ def assemble(
         raise BudgetExceeded(f"tool definitions and reply priming need {fixed} tokens; the "
                              f"budget is {prompt_budget}", needed=fixed, budget=prompt_budget)
     chosen_policy = policy or _DEFAULT_POLICY
-    params = {"tenant_id": tenant, "conversation_id": conversation_id, "node_id": node_id}
+    params = {"tenant_id": tenant, "conversation_id": conversation_id, "node_id": node_id,
+              # Only the Responses API can read a compaction item: Chat Completions
+              # contexts walk on up the branch's readable history instead.
+              "at_compaction": fmt == "responses"}
     compiled = _compiled(conn.dialect)
     limit, queries = (available if summary_options is None else _UNBOUNDED), 0
     priced: dict[int, tuple[int, bool, bool]] = {}
@@ -199,6 +205,10 @@ def assemble(
         if summary_row is not None:
             covered = walk[0].depth          # the walk stopped at the summarized node
             walk = walk[1:]
+        # The walk stops at (and includes) an answer the API compacted: its compaction
+        # item stands for everything above it (Responses requests only).
+        compaction = walk[0] if (fmt == "responses" and walk[0].compacted
+                                 and summary_row is None) else None
         top = walk[0].depth
         above = sorted((r for r in rows if r.source == "kept" and r.depth < top
                         and is_always_kept(r)), key=_by_depth)
@@ -210,7 +220,7 @@ def assemble(
         window = Window(
             suffix=[candidate(r, priced[r.depth][0]) for r in walk],
             kept_above=[candidate(r, priced[r.depth][0]) for r in above],
-            reaches_root=top == 0 or summary_row is not None,
+            reaches_root=top == 0 or summary_row is not None or compaction is not None,
             summary=(candidate(summary_row, summary_price[0])
                      if summary_row is not None and summary_price else None),
         )
@@ -229,12 +239,19 @@ def assemble(
     kept = depth_ranges(depths)
     dropped = complement_ranges(kept, leaf.depth)
     summary_sent = selection.summary and summary_row is not None
+    compaction_sent = compaction is not None and compaction.depth in selection.depths
+    # Represented without being sent: root..covered by a summary, or everything above
+    # a compaction item that is sent.
+    represented_to = (compaction.depth if compaction_sent and compaction is not None
+                      else covered if summary_sent else -1)
     report = ContextReport(
         path_length=leaf.depth + 1,
         kept=kept,
         dropped=dropped,
-        # What neither a sent message nor the sent summary (root..covered) stands for.
-        gap=ranges_after(dropped, covered if summary_sent else -1),
+        # What neither a sent message nor the sent summary or compaction stands for.
+        gap=ranges_after(dropped, represented_to),
+        compaction_id=(compiled.node_id(compaction.id) if compaction_sent
+                       and compaction is not None else None),
         always_kept=sum(1 for d in depths if is_always_kept(by_depth[d])),
         stopped="budget" if selection.reason == "window" else selection.reason,
         message_tokens=message_tokens,
@@ -244,7 +261,8 @@ def assemble(
                     if selection.summary and summary_row is not None else None),
         recounted=tuple(compiled.node_id(row.id) for row in chosen
                         if row.kind == "message" and priced[row.depth][1]),
-        estimates=_estimate_notes(chosen, tools, fmt, any(priced[d][2] for d in depths)),
+        estimates=_estimate_notes(chosen, tools, fmt, any(priced[d][2] for d in depths),
+                                  compaction_sent),
         rows_read=len(rows),
         queries=queries,
     )

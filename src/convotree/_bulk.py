@@ -19,8 +19,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, text, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
+from ._ops import lock_conversation
 from ._schema import conversations, nodes
 from .errors import InvalidImport
 
@@ -33,10 +34,6 @@ _EXISTING = select(conversations.c.id, conversations.c.tenant_id).where(
 _DELETE = delete(conversations).where(
     conversations.c.id.in_(bindparam("ids", expanding=True)),
     conversations.c.tenant_id == bindparam("tenant"))
-# Two imports of one conversation at once (two processes, or two `convotree demo`)
-# queue on this lock instead of both inserting; SQLite's BEGIN IMMEDIATE already
-# serializes writers. The key is the conversation id's first 64 bits.
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _INSERT_CONVERSATION = conversations.insert()
 _INSERT_NODES = nodes.insert()
 _SET_CURRENT = (update(conversations).where(conversations.c.id == bindparam("cid"))
@@ -64,9 +61,9 @@ def insert_conversation(
     touched, and without saying whose it is.
     """
     conversation_id = conversation["id"]
-    if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK, {"key": int.from_bytes(conversation_id.bytes[:8], "big",
-                                                   signed=True)})
+    # Two imports of one conversation at once (two processes, or two `convotree demo`)
+    # queue here instead of both inserting; so does a summary being stored into it.
+    lock_conversation(conn, conversation_id)
     ids = list(dict.fromkeys([conversation_id, *aliases]))
     existing = conn.execute(_EXISTING, {"ids": ids}).all()
     if any(row.id == conversation_id and row.tenant_id != tenant for row in existing):

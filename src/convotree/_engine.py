@@ -24,6 +24,8 @@ from .errors import ConfigurationError
 
 #: Execution option marking a connection whose transaction will write.
 WRITE_OPTION = "convotree_write"
+#: Execution option marking a migration run (its backfills span every conversation).
+MIGRATION_OPTION = "convotree_migration"
 _CONFIGURED = "convotree_configured"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SUPPORTED = ("sqlite", "postgresql")

@@ -14,7 +14,8 @@ Responses mapping (documented in docs/context.md):
 - a node with ``api_items`` (an answer received through the Responses API whose output
   held encrypted reasoning or a compaction item; a stored OpenAI compaction summary)
   -> those items, exactly as the API returned them (ids included: the API pairs a
-  reasoning item with the item after it). Chat Completions requests get the columns.
+  reasoning item with the item after it); for an answer the API compacted, from its
+  last compaction item on. Chat Completions requests get the columns.
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ def response_items(row: NodeRow, call_types: Mapping[str, str]) -> list[dict[str
     # stored OpenAI compaction summary.
     replay = from_json(row.api_items)
     if replay:
+        if row.kind == "message":
+            # An answer the API compacted: what came before its (last) compaction item
+            # is inside that item (OpenAI's compaction guide: items before the latest
+            # compaction item may be dropped), so the replay starts at it.
+            starts = [i for i, item in enumerate(replay) if item.get("type") == "compaction"]
+            replay = replay[starts[-1]:] if starts else replay
         return [dict(item) for item in replay]
     if role == "tool":
         custom = call_types.get(row.tool_call_id or "") == "custom"

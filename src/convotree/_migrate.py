@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, column, inspect, select, table
 from sqlalchemy.exc import DBAPIError
 
-from ._engine import WRITE_OPTION, check_engine, create_engine, sqlite_file
+from ._engine import MIGRATION_OPTION, WRITE_OPTION, check_engine, create_engine, sqlite_file
 from ._schema import SCHEMA_REVISION, VERSION_TABLE
 from .errors import ConfigurationError, MigrationError, SchemaOutOfDate, UnknownRevision
 
@@ -105,7 +105,8 @@ def _run(url_or_engine: str | Engine, action: str, revision: str) -> None:
                 f"{missing.parent} does not exist")
         before = None if missing is not None else current_revision(engine)
         try:
-            with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection:
+            with engine.connect().execution_options(
+                    **{WRITE_OPTION: True, MIGRATION_OPTION: True}) as connection:
                 config = _config()
                 config.attributes["connection"] = connection
                 getattr(command, action)(config, revision)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, select, text, update
 
 from . import _queries as q
 from ._ids import uuid7
@@ -48,6 +48,7 @@ _INSERT_NODE = nodes.insert()
 _TOUCH = (update(conversations).where(conversations.c.id == bindparam("cid"))
           .values(updated_at=bindparam("now")))
 _MOVE_CURRENT = _TOUCH.values(current_node_id=bindparam("node"))
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 class _Unset:
@@ -299,12 +300,26 @@ def node_values(conversation_id: uuid.UUID, node_id: uuid.UUID, parent_id: uuid.
         "reasoning_tokens": message.reasoning_tokens,
         "counted_input_tokens": message.counted_input_tokens,
         "api_items": message.api_items,
+        "compacted": message.compacted,
         "pinned": message.pinned,
         "pinned_ancestor_id": pinned_ancestor,
         "summary_base_id": summary_base_id,
         "metadata": message.metadata,
         "created_at": message.created_at or now,
     }
+
+
+def lock_conversation(conn: Connection, conversation_id: uuid.UUID) -> None:
+    """Queue behind any transaction that is replacing this conversation (an import with
+    ``replace=True`` holds this lock until it commits). PostgreSQL only: SQLite's
+    writers are already serialized by BEGIN IMMEDIATE."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK, {"key": lock_key(conversation_id)})
+
+
+def lock_key(conversation_id: uuid.UUID) -> int:
+    """The 64-bit advisory lock key of a conversation: its id's first 64 bits."""
+    return int.from_bytes(conversation_id.bytes[:8], "big", signed=True)
 
 
 def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
@@ -315,8 +330,11 @@ def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
     Insert-or-reuse: the partial unique index on (conversation_id, parent_id) for
     summaries makes a concurrent second insert a no-op (``ON CONFLICT DO NOTHING``).
     Returns whether this call stored it. The conversation's clock is not touched: a
-    summary is bookkeeping, not activity.
+    summary is bookkeeping, not activity. The summarizer ran outside any transaction,
+    so the conversation may be being replaced (a re-import) meanwhile: the lock makes
+    this wait for that and read the rows as they are after it.
     """
+    lock_conversation(conn, conversation_id)
     row = conn.execute(_PARENT_FOR_APPEND, _params(tenant, conversation_id, covered_id)).first()
     if row is None:
         raise _missing_node(conn, tenant, conversation_id, covered_id)
@@ -351,7 +369,7 @@ def redact(conn: Connection, *, tenant: str, conversation_id: uuid.UUID, node_id
         update(nodes).where(nodes.c.conversation_id == conversation_id, nodes.c.id == node_id)
         .values(content=message.content, parts=message.parts, media=message.media,
                 token_count=message.token_count, overhead_tokens=message.overhead_tokens,
-                encoding=message.encoding, api_items=None))
+                encoding=message.encoding, api_items=None, compacted=False))
     params = _params(tenant, conversation_id, node_id)
     return int(conn.execute(_DELETE_SUMMARIES_BELOW, params).rowcount)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     CTE,
+    Boolean,
     CompoundSelect,
     Delete,
     Select,
@@ -227,7 +228,7 @@ def count_nodes() -> Select[Any]:
 #: Columns the assembler needs to build and price a message.
 WINDOW_COLUMNS = ("id", "depth", "kind", "role", "content", "parts", "media",
                   "name", "tool_calls", "tool_call_id", "token_count", "overhead_tokens",
-                  "encoding", "pinned", "api_items")
+                  "encoding", "pinned", "api_items", "compacted")
 
 
 def _always_kept(table: Any) -> Any:
@@ -257,7 +258,9 @@ def context_window() -> CompoundSelect[Any]:
     ``walk`` climbs from the leaf and stops at the first node whose running token sum
     (stored counts, kept-always nodes free) passes ``:token_limit``, or that has a
     summary under it (a summary covers everything from the root down to the node it
-    hangs under): its cost follows the budget, not the conversation's length. ``kept``
+    hangs under), or, when ``:at_compaction`` is true (Responses requests), at an
+    answer the API compacted (its compaction item carries everything above it): its
+    cost follows the budget, not the conversation's length. ``kept``
     hops the ``pinned_ancestor_id`` pointers from the leaf, so every system, developer
     and pinned node above the cut is found in as many steps as there are such nodes.
     Every reference to the nodes table filters ``conversation_id`` (Citus), in anchors
@@ -281,7 +284,8 @@ def context_window() -> CompoundSelect[Any]:
         .select_from(up.join(walk_anchor, up.c.id == walk_anchor.c.parent_id)
                      .outerjoin(up_summary, up_on))
         .where(up.c.conversation_id == C, walk_anchor.c.running <= bindparam("token_limit"),
-               walk_anchor.c.summary_id.is_(None))
+               walk_anchor.c.summary_id.is_(None),
+               or_(~walk_anchor.c.compacted, ~bindparam("at_compaction", type_=Boolean())))
     )
     kept_anchor = (
         select(*[nodes.c[name] for name in WINDOW_COLUMNS], nodes.c.pinned_ancestor_id)

@@ -110,6 +110,10 @@ nodes = Table(
     # Responses API output items sent back verbatim on the next turn (reasoning items
     # with encrypted content, compaction items); NULL for everything else.
     Column("api_items", JSONType, nullable=True),
+    # The answer's api_items hold an OpenAI compaction item (revision 0003): the
+    # Responses API compacted the conversation in this answer, so a Responses context
+    # of this branch starts here. Derived from api_items on write, never set by hand.
+    Column("compacted", Boolean(), nullable=False, server_default=text("false")),
     Column("pinned", Boolean(), nullable=False, server_default=text("false")),
     # The nearest strict ancestor that pruning always keeps (system, developer or
     # pinned). Lets the assembler find every kept-always node above a cut by hopping

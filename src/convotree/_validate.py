@@ -58,6 +58,13 @@ class PreparedMessage:
     api_items: list[dict[str, Any]] | None = None
 
     @property
+    def compacted(self) -> bool:
+        """An answer whose replayed output holds an OpenAI compaction item: Responses
+        contexts of its branch start at that item (the ``compacted`` column)."""
+        return self.kind == "message" and any(
+            item.get("type") == "compaction" for item in self.api_items or ())
+
+    @property
     def call_ids(self) -> tuple[str, ...]:
         return tuple(str(call["id"]) for call in self.tool_calls or ())
 

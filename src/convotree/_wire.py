@@ -362,6 +362,16 @@ class ResponsesStreamState:
 
 #: How a compaction reads in a Chat Completions request (which cannot take its item).
 COMPACTION_HEADER = "Earlier in this conversation the user said:\n"
+#: The input item that makes ``responses.create`` compact now (it must come last).
+COMPACTION_TRIGGER: dict[str, Any] = {"type": "compaction_trigger"}
+
+
+def compaction_items(output: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """What to replay of a compaction's output: everything from its first item up to
+    and including the last compaction item (``/responses/compact`` returns the kept
+    user messages, then the item; a trigger, the item alone), or None without one."""
+    ends = [i for i, item in enumerate(output) if item.get("type") == "compaction"]
+    return [dict(item) for item in output[:ends[-1] + 1]] if ends else None
 
 
 def compaction_text(items: Sequence[Mapping[str, Any]]) -> str:

@@ -54,6 +54,15 @@ class Chat:
     ``reserve_output``, ``policy``, ``summarizer`` and ``summary_options`` are passed
     to ``Store.context``; when ``reserve_output`` is None the answer's room is taken
     from ``max_completion_tokens`` / ``max_output_tokens`` / ``max_tokens``.
+
+    ``server_compaction=N`` (Responses API only) lets OpenAI compact instead of
+    convotree's summarizer: every request carries ``context_management=[{"type":
+    "compaction", "compact_threshold": N}]``, and an answer whose output holds the
+    compaction item is stored as ``compacted``: the next Responses context of its branch
+    starts at that item (other branches are untouched, the transcript stays). The
+    budget must leave room above ``N``: convotree prunes to the budget before the
+    server sees the request, so with a budget at or below the threshold the server
+    would never compact (refused with ``ChatError``).
     """
 
     def __init__(
@@ -68,9 +77,22 @@ class Chat:
         policy: PruningPolicy | None = None,
         summarizer: Summarizer | None = None,
         summary_options: SummaryOptions | None = None,
+        server_compaction: int | None = None,
     ) -> None:
         if api not in _wire.APIS:
             raise InvalidContent(f"api must be one of {', '.join(_wire.APIS)}, not {api!r}")
+        if server_compaction is not None:
+            if api != "responses":
+                raise ChatError("server_compaction needs api='responses': only the "
+                                "Responses API compacts on the server")
+            if summarizer is not None:
+                raise ChatError("choose one: server_compaction (OpenAI compacts) or a "
+                                "summarizer (convotree summarizes)")
+            if (isinstance(server_compaction, bool) or not isinstance(server_compaction, int)
+                    or server_compaction <= 0):
+                raise ChatError(f"server_compaction is a token threshold (a positive "
+                                f"integer), not {server_compaction!r}")
+        self.server_compaction = server_compaction
         self.store = store
         self.client = client
         self.model = model
@@ -144,18 +166,23 @@ class Chat:
 
     # --- compaction ----------------------------------------------------------------
 
-    def compact(self, node: Node, **compact_options: Any) -> Node:
-        """Compact the branch ending at ``node`` with OpenAI's compaction endpoint.
+    def compact(self, node: Node, *, method: str = "endpoint", **compact_options: Any) -> Node:
+        """Compact the branch ending at ``node`` with OpenAI's compaction, now.
 
-        Sends what a request from ``node`` would send to ``responses.compact`` (plus
-        ``compact_options``, e.g. ``instructions``) and stores the result as a summary
-        node under ``node``: Responses requests from any branch below it then carry the
-        compacted items instead of the history, like any other summary. The compaction
-        item is opaque, so Chat Completions requests get the summary's text instead:
-        the user messages the compaction keeps. A node holds at most one summary: if
-        one is already there (a compaction, or a summarizer's), it is returned and
-        nothing is sent. Returns the summary node.
+        ``method="endpoint"`` sends what a request from ``node`` would send to
+        ``responses.compact`` (plus ``compact_options``, e.g. ``instructions``);
+        ``method="trigger"`` sends it to ``responses.create`` with a final
+        ``{"type": "compaction_trigger"}`` input item (``store=False``), which makes the
+        server compact and answer with the compaction item only. Either way the result
+        is stored as a summary node under ``node``: Responses requests from any branch
+        below it then carry the compacted items instead of the history, like any other
+        summary. The compaction item is opaque, so Chat Completions requests get the
+        summary's text instead: the user messages the compaction keeps. A node holds
+        at most one summary: if one is already there (a compaction, or a summarizer's),
+        it is returned and nothing is sent. Returns the summary node.
         """
+        if method not in ("endpoint", "trigger"):
+            raise InvalidContent(f"method must be 'endpoint' or 'trigger', not {method!r}")
         existing = next((n for n in self.store.children(node) if n.kind == "summary"), None)
         if existing is not None:
             return existing
@@ -165,15 +192,32 @@ class Chat:
         context = self.store.context(
             node, model=model, budget=self.budget, reserve_output=reserve,
             format="responses", policy=self.policy)
-        result = self.client.responses.compact(model=model, input=context.messages,
-                                               **compact_options)
-        items = [_wire.dump(item) for item in _wire.get(result, "output", [])]
+        if method == "endpoint":
+            compact = getattr(self.client.responses, "compact", None)
+            if compact is not None:
+                result = compact(model=model, input=context.messages, **compact_options)
+            else:   # an openai release older than the endpoint's method: same request
+                result = self.client.post(
+                    "/responses/compact", cast_to=object,
+                    body={"model": model, "input": context.messages, **compact_options})
+        else:
+            request = _wire.responses_request(
+                model, [*context.messages, _wire.COMPACTION_TRIGGER], None, compact_options,
+                stream=False)
+            result = self.client.responses.create(**request)
+        items = _wire.compaction_items([_wire.dump(i) for i in _wire.get(result, "output", [])])
+        if items is None:
+            raise ChatError("the API returned no compaction item", node_id=node.id,
+                            conversation_id=node.conversation_id)
         usage = _wire.responses_usage(_wire.get(result, "usage"))
+        readable = items if method == "endpoint" else context.messages
         return self.store.add_summary(
-            node, _wire.compaction_text(items), base=context.report.summary_id, model=model,
-            input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"],
-            api_items=items,
-            metadata={"summarizer": "openai-compaction", "response_id": _wire.get(result, "id")})
+            node, _wire.compaction_text(readable), base=context.report.summary_id,
+            model=model, input_tokens=usage["input_tokens"],
+            output_tokens=usage["output_tokens"], api_items=items,
+            metadata={"summarizer": ("openai-compaction" if method == "endpoint"
+                                     else "openai-compaction-trigger"),
+                      "response_id": _wire.get(result, "id")})
 
     # --- tools ---------------------------------------------------------------------
 
@@ -251,7 +295,21 @@ class Chat:
             raise InvalidContent("use Chat.stream() for streaming, not stream=")
         reserve = (self.reserve_output if self.reserve_output is not None
                    else _wire.output_reserve(options))
-        resolve_budget(model, self.budget, reserve)
+        budget = resolve_budget(model, self.budget, reserve)
+        extra = dict(options.get("extra_body") or {})
+        given = "context_management" in options or "context_management" in extra
+        if self.server_compaction is not None and not given:
+            if budget <= self.server_compaction:
+                raise ChatError(
+                    f"server_compaction={self.server_compaction} is not below the prompt "
+                    f"budget ({budget} tokens for {model}): convotree prunes to the budget "
+                    "first, so the server would never compact; lower the threshold or "
+                    "raise the budget")
+            # In the request body as it is on the wire: openai releases before the
+            # parameter existed send it just the same.
+            extra["context_management"] = [
+                {"type": "compaction", "compact_threshold": self.server_compaction}]
+            options["extra_body"] = extra
         return model, tools, reserve, options
 
     def _request(self, node: Node, create: Mapping[str, Any], *, stream: bool
@@ -348,7 +406,11 @@ class ChatStream:
             self._finish("the caller stopped reading")
             raise
         except BaseException as exc:   # a dropped connection, Ctrl-C, ...
-            self._finish(f"{type(exc).__name__}: {exc}".rstrip(": "))
+            connection = _as_connection_error(exc, self._raw)
+            shown = connection if connection is not None else exc
+            self._finish(f"{type(shown).__name__}: {shown}".rstrip(": "))
+            if connection is not None:
+                raise connection from exc
             raise
         failure = self._finish(None)
         if failure is not None:
@@ -393,6 +455,23 @@ class ChatStream:
                          incomplete=not answer.complete, error=error)
         chat.last = self.turn
         return failure
+
+
+def _as_connection_error(exc: BaseException, raw: Any) -> Exception | None:
+    """A transport error raised while reading a stream, as ``openai.APIConnectionError``.
+
+    Recent ``openai`` releases raise that for a connection cut mid-stream; older ones
+    let the HTTP library's own error through (``httpx.RemoteProtocolError``). Callers
+    handle the ``openai`` exception, whatever release they run."""
+    module = type(exc).__module__.split(".")[0]
+    if module not in ("httpx", "httpx2", "httpcore", "httpcore2", "h11"):
+        return None
+    import openai
+
+    request: Any = getattr(getattr(raw, "response", None), "request", None)
+    if request is None:
+        return None
+    return openai.APIConnectionError(message=f"the stream was cut: {exc}", request=request)
 
 
 def _result_text(value: Any) -> str:

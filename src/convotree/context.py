@@ -236,6 +236,8 @@ class ContextReport:
     the oldest message sent. ``Store.context`` with a summarizer makes a new summary
     whenever it would leave a gap, so there it is empty unless the summarizer failed
     (``summary_error``) or the branch holds nothing a summary could take.
+    ``compaction_id``: in a Responses context, the answer the API compacted that the
+    context starts at (its compaction item stands for everything above it).
     """
 
     path_length: int
@@ -248,6 +250,7 @@ class ContextReport:
     priming_tokens: int
     summary_id: uuid.UUID | None = None
     gap: tuple[DepthRange, ...] = ()
+    compaction_id: uuid.UUID | None = None
     summary_created: bool = False
     summarizer_calls: int = 0
     summary_error: str | None = None
@@ -308,7 +311,8 @@ def resolve_budget(model: str, budget: int | None, reserve_output: int) -> int:
     spec = tokens.model_spec(model)
     if spec is None:
         raise UnknownModel(
-            f"no context window known for model {model!r}: pass budget=..., or "
+            f"no context window known for model {model!r} "
+            f"({tokens.unknown_model_reason(model)}): pass budget=..., or "
             "convotree.tokens.register_model()", model=model)
     derived = spec.context_window - reserve_output
     if spec.max_input is not None:

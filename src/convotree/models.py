@@ -50,7 +50,9 @@ class Node:
     under ``encoding``; ``overhead_tokens`` what the chat format adds around it;
     ``media`` the sizes of non-text parts (for image token prices). A summary node
     (``kind='summary'``) hangs under the last node it covers; ``summary_base_id`` is
-    the summary it extends (None: it covers from the root).
+    the summary it extends (None: it covers from the root). ``compacted``: an answer
+    the Responses API compacted (its ``api_items`` hold a compaction item), where a
+    Responses context of its branch starts.
     """
 
     id: uuid.UUID
@@ -77,6 +79,7 @@ class Node:
     reasoning_tokens: int | None
     counted_input_tokens: int | None
     api_items: list[dict[str, Any]] | None
+    compacted: bool
     pinned: bool
     summary_base_id: uuid.UUID | None
     metadata: dict[str, Any] | None

@@ -16,6 +16,13 @@ of Chat Completions when ``stream_options.include_usage`` is set; the
   ``"timeout"``): the next requests fail, one mode each;
 - ``POST /v1/responses/compact`` returns the user messages of the input and one
   opaque compaction item;
+- server-side compaction: a Responses request with ``context_management=[{"type":
+  "compaction", "compact_threshold": N}]`` whose input counts more than N tokens gets
+  a compaction item first in its output (then the answer), as OpenAI's compaction
+  guide describes; a request whose last input item is ``{"type":
+  "compaction_trigger"}`` gets only a compaction item. Items a request sends before the
+  latest compaction item it carries are not counted (the item stands for them);
+  ``server.compactions`` lists the compaction ids issued;
 - ``server.script(Reply(...))``: the next requests answer with that text, those tool
   calls or reasoning items, or a stream cut after some deltas (the connection is
   closed mid-body, as a dropped network does). Unscripted requests answer
@@ -94,6 +101,8 @@ class FakeOpenAI:
         self.count_usage = count_usage
         #: What a 429 asks the client to wait, in milliseconds (``retry-after-ms``).
         self.retry_after_ms = 1
+        #: Ids of the compaction items this server issued, oldest first.
+        self.compactions: list[str] = []
         self._failures: deque[str] = deque()
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -197,12 +206,33 @@ class FakeOpenAI:
         if path.endswith("/responses/compact"):
             _send_json(handler, 200, _compaction(number, body, usage))
             return
-        response = _response(number, model, text, reply, usage)
+        given = body.get("input")
+        items: list[dict[str, Any]] = given if isinstance(given, list) else []
+        triggered = bool(items) and items[-1].get("type") == "compaction_trigger"
+        if any(item.get("type") == "compaction_trigger" for item in items[:-1]):
+            _send_json(handler, 400, {"error": {
+                "message": "compaction_trigger must be the final input item",
+                "type": "invalid_request_error", "code": "invalid_value", "param": "input"}})
+            return
+        compact = triggered or prompt_tokens > _compact_threshold(body)
+        if compact:
+            with self._lock:
+                self.compactions.append(f"cmp_{number}")
+        response = _response(number, model, None if triggered else text, reply, usage,
+                             compaction=f"cmp_{number}" if compact else None)
         if body.get("stream"):
             _send_stream(handler, _response_events(response, text), reply.cut_after,
                          reply.fail_after, chat=False, response=response)
         else:
             _send_json(handler, 200, response)
+
+
+def _compact_threshold(body: dict[str, Any]) -> float:
+    """The request's server-side compaction threshold (infinite without one)."""
+    for entry in body.get("context_management") or ():
+        if entry.get("type") == "compaction" and entry.get("compact_threshold") is not None:
+            return float(entry["compact_threshold"])
+    return float("inf")
 
 
 def _prompt(body: dict[str, Any], chat: bool, model: str, count: bool = True
@@ -212,6 +242,10 @@ def _prompt(body: dict[str, Any], chat: bool, model: str, count: bool = True
         messages = body["messages"]
     else:
         items = body.get("input")
+        if isinstance(items, list):
+            # The latest compaction item stands for everything before it.
+            starts = [i for i, item in enumerate(items) if item.get("type") == "compaction"]
+            items = items[starts[-1]:] if starts else items
         messages = ([{"role": "user", "content": items}] if isinstance(items, str)
                     else [m for m in items or [] if "role" in m])
         if body.get("instructions"):
@@ -282,9 +316,12 @@ def _chat_chunks(number: int, model: str, text: str | None, reply: Reply,
 
 
 def _response(number: int, model: str, text: str | None, reply: Reply,
-              usage: tuple[int, int, int]) -> dict[str, Any]:
+              usage: tuple[int, int, int], compaction: str | None = None) -> dict[str, Any]:
     prompt, completion, cached = usage
     output: list[dict[str, Any]] = []
+    if compaction is not None:
+        output.append({"type": "compaction", "id": compaction,
+                       "encrypted_content": f"ENCRYPTED-CONTEXT-{compaction}"})
     if reply.reasoning is not None:
         output.append({"type": "reasoning", "id": f"rs_{number}", "summary": [],
                        "encrypted_content": reply.reasoning})

@@ -24,14 +24,16 @@ import functools
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from . import _openai_models
+from ._openai_models import ModelSpec
 from .errors import EncodingUnavailable, InvalidInput
 
 __all__ = [
     "DEFAULT_ENCODING",
     "ModelSpec",
+    "unknown_model_reason",
     "count_messages",
     "image_tokens",
     "media_tokens",
@@ -205,63 +207,26 @@ def message_overhead(
 # --- models ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """What convotree needs to know about a model to fill its context window.
-
-    ``context_window`` is the total of prompt and output; ``max_input`` caps the
-    prompt alone where the model has a separate limit (the gpt-5 family).
-    ``image_rule`` names how images are priced (see :func:`image_tokens`).
-    """
-
-    context_window: int
-    encoding: str = DEFAULT_ENCODING
-    max_input: int | None = None
-    image_rule: tuple[str, float, float] = ("tile", 85, 170)
-
-
-_T4O: tuple[str, float, float] = ("tile", 85, 170)
-_MODELS: dict[str, ModelSpec] = {
-    "gpt-4o": ModelSpec(128_000, image_rule=_T4O),
-    "chatgpt-4o-latest": ModelSpec(128_000, image_rule=_T4O),
-    "gpt-4o-mini": ModelSpec(128_000, image_rule=("tile", 2833, 5667)),
-    "gpt-4.1": ModelSpec(1_047_576, image_rule=_T4O),
-    "gpt-4.1-mini": ModelSpec(1_047_576, image_rule=("patch", 1.62, 0)),
-    "gpt-4.1-nano": ModelSpec(1_047_576, image_rule=("patch", 2.46, 0)),
-    "o1": ModelSpec(200_000, image_rule=("tile", 75, 150)),
-    "o1-mini": ModelSpec(128_000, image_rule=("tile", 75, 150)),
-    "o1-pro": ModelSpec(200_000, image_rule=("tile", 75, 150)),
-    "o3": ModelSpec(200_000, image_rule=("tile", 75, 150)),
-    "o3-mini": ModelSpec(200_000, image_rule=("tile", 75, 150)),
-    "o3-pro": ModelSpec(200_000, image_rule=("tile", 75, 150)),
-    "o4-mini": ModelSpec(200_000, image_rule=("patch", 1.72, 0)),
-    "gpt-5": ModelSpec(400_000, max_input=272_000, image_rule=("tile", 70, 140)),
-    "gpt-5-chat-latest": ModelSpec(128_000, image_rule=("tile", 70, 140)),
-    "gpt-5-mini": ModelSpec(400_000, max_input=272_000, image_rule=("patch", 1.62, 0)),
-    "gpt-5-nano": ModelSpec(400_000, max_input=272_000, image_rule=("patch", 2.46, 0)),
-    "gpt-4-turbo": ModelSpec(128_000, encoding="cl100k_base", image_rule=_T4O),
-    "gpt-4": ModelSpec(8_192, encoding="cl100k_base", image_rule=_T4O),
-    "gpt-4-32k": ModelSpec(32_768, encoding="cl100k_base", image_rule=_T4O),
-    "gpt-3.5-turbo": ModelSpec(16_385, encoding="cl100k_base", image_rule=_T4O),
-}
-
-
 def register_model(name: str, spec: ModelSpec) -> None:
     """Teach convotree a model (or override one): dated and fine-tuned ids of ``name``
     (``name-2025-01-01``, ``ft:name:org::id``) resolve to it too."""
-    _MODELS[name.lower()] = spec
+    _openai_models.MODELS[name.lower()] = spec
     model_spec.cache_clear()
 
 
 @functools.lru_cache(maxsize=1024)
 def model_spec(model: str) -> ModelSpec | None:
-    """The spec of a model: exact name, else the longest known ``name-…`` prefix."""
-    name = model.removeprefix("ft:").split(":", 1)[0].lower()
-    if name in _MODELS:
-        return _MODELS[name]
-    best = max((known for known in _MODELS if name.startswith(known + "-")), key=len,
-               default=None)
-    return _MODELS[best] if best else None
+    """The spec of a model, by the documented resolution rule of
+    :mod:`convotree._openai_models` (exact id, dated snapshot, newer version of a
+    numbered family, ``name-`` prefix, fine-tunes by their base); None when unknown
+    or excluded (:func:`unknown_model_reason` says why)."""
+    return _openai_models.resolve(model)
+
+
+def unknown_model_reason(model: str) -> str:
+    """Why ``model_spec(model)`` is None: excluded (with the reason), or not known."""
+    reason = _openai_models.excluded_reason(model)
+    return reason if reason is not None else "convotree's model table does not know it"
 
 
 # --- images, audio, files ----------------------------------------------------------
@@ -318,7 +283,7 @@ def media_tokens(facts: Iterable[Mapping[str, Any]] | None, spec: ModelSpec | No
     request with a 13 KB one-page PDF was billed about 220 tokens for it; 32 bytes a
     token is about twice that, erring on the safe side of the budget.)
     """
-    rule = spec.image_rule if spec else _T4O
+    rule = spec.image_rule if spec else _openai_models.DEFAULT_IMAGE_RULE
     total, estimated = 0, False
     for fact in facts or ():
         if fact["type"] == "image":

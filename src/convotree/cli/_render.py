@@ -174,7 +174,9 @@ def conversation_table(rows: Sequence[ConversationStats], width: int = 200) -> T
     names = ("msgs", "branches", "summ.", "tokens")
     widths = [max([len(name), *(len(cells[i]) for cells in counts)])
               for i, name in enumerate(names)]
-    fixed = 8 + 16 + sum(widths) + 2 * (len(names) + 2)
+    # Two cells of slack: rich releases before 15 lay the columns out wider and
+    # would crop the last column to make room.
+    fixed = 8 + 16 + sum(widths) + 2 * (len(names) + 2) + 2
     title_width = max(8, min(_TITLE_WIDTH, width - fixed))
     table.add_column("id", style="dim", no_wrap=True, min_width=8)
     table.add_column("updated (UTC)", no_wrap=True, min_width=16)

@@ -130,7 +130,7 @@ def _chain(rows: Mapping[str, dict[str, Any]], parent_key: str,
 
 #: Columns of a native node that are computed on import, never taken from the file.
 _COMPUTED = ("conversation_id", "id", "parent_id", "depth", "created_at", "content", "media",
-             "token_count", "overhead_tokens", "encoding")
+             "token_count", "overhead_tokens", "encoding", "compacted")
 
 
 def build(draft: DraftConversation, *, tenant: str, fmt: str, encoding: str,
