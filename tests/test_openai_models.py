@@ -19,7 +19,6 @@ import pytest
 import convotree
 from convotree import errors, tokens
 from convotree._openai_models import (
-    EXCLUDED,
     MODELS,
     SHUTDOWN,
     ModelSpec,
