@@ -146,3 +146,46 @@ def test_assembler_matches_reference(store: convotree.Store, steps: list[tuple[A
     # the report accounts for every node on the path
     assert ctx.report.kept_count == len(ctx.messages)
     assert ctx.report.kept_count + ctx.report.dropped_count == len(full_path)
+
+
+@settings(max_examples=examples(30), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(turns=st.integers(1, 12), compacted=st.sets(st.integers(0, 30), max_size=3),
+       systems=st.sets(st.integers(0, 30), max_size=2), cut=st.integers(0, 1000))
+def test_a_responses_context_starts_at_the_deepest_compaction(
+        store: convotree.Store, turns: int, compacted: set[int], systems: set[int],
+        cut: int) -> None:
+    """Answers the Responses API compacted, anywhere on a branch: a Responses context
+    is the kept-always messages above the deepest one, that answer (from its compaction
+    item), and everything after it; a Chat Completions context ignores the marks."""
+    conv = store.create_conversation()
+    path = [store.append(conv, role="system", content="root rules")]
+    for turn in range(turns):
+        if turn in systems:
+            path.append(store.append(conv, parent=path[-1], role="developer",
+                                     content=f"note {turn}"))
+        path.append(store.append(conv, parent=path[-1], role="user", content=f"ask {turn}"))
+        items = ([{"type": "compaction", "id": f"cmp_{turn}", "encrypted_content": "e"},
+                  {"type": "message", "role": "assistant",
+                   "content": [{"type": "output_text", "text": f"answer {turn}"}]}]
+                 if turn in compacted else None)
+        path.append(store.append(conv, parent=path[-1], role="assistant",
+                                 content=f"answer {turn}", api_items=items))
+    leaf_index = cut % len(path)
+    branch = path[:leaf_index + 1]
+    leaf = branch[-1]
+    chat = store.context(leaf, model="gpt-4o")
+    assert chat.node_ids == tuple(n.id for n in branch) and chat.report.compaction_id is None
+    responses = store.context(leaf, model="gpt-4o", format="responses")
+    marks = [i for i, node in enumerate(branch) if node.compacted]
+    if not marks:
+        assert responses.node_ids == chat.node_ids
+        assert responses.report.compaction_id is None
+        return
+    start = marks[-1]
+    above = [n.id for n in branch[:start] if n.role in ("system", "developer")]
+    assert responses.node_ids == (*above, *(n.id for n in branch[start:]))
+    assert responses.report.compaction_id == branch[start].id
+    assert responses.report.gap == ()
+    assert responses.messages[len(above)] == branch[start].api_items[0]  # type: ignore[index]
+    assert sum(item.get("type") == "compaction" for item in responses.messages) == 1

@@ -41,9 +41,10 @@ def sdk_model_ids() -> list[str]:
     from openai.types import shared
 
     ids = _literals(shared.ChatModel)
-    responses = getattr(shared, "ResponsesModel", None)
-    if responses is not None:
-        ids |= _literals(responses)
+    for name in ("ResponsesModel", "AllModels"):   # absent from older releases
+        alias = getattr(shared, name, None)
+        if alias is not None:
+            ids |= _literals(alias)
     return sorted(ids)
 
 
