@@ -173,6 +173,9 @@ EXCLUDED: dict[str, str] = {
     "gpt-6-rosalind": "a trusted-access life-sciences model whose limits are not published",
     "gpt-6.2-astra-law": "no limits are published for this model",
     "o1-preview": "shut down on 2025-07-28; its limits are no longer documented",
+    # In the model literals of openai releases before 2.x (the oldest supported is 1.66).
+    "gpt-4.5-preview": "shut down in July 2025 (the GPT-4.5 research preview); its limits "
+                       "are no longer documented",
     "gpt-4-vision-preview": "shut down on 2024-12-06; its limits are no longer documented",
     # The old MMDD snapshots did not share their alias's window (0613: 4,096, 0301 too):
     # the snapshot rule would price them wrong, so they are refused instead.
