@@ -27,7 +27,7 @@ import convotree  # noqa: E402
 
 from . import append_bench, chat_bench, context_bench, import_bench, summary_bench  # noqa: E402
 from ._data import Pool, load_tree, texts  # noqa: E402
-from ._timing import table  # noqa: E402
+from ._timing import publish, table  # noqa: E402
 
 PG_URL = os.environ.get("CONVOTREE_BENCH_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -226,13 +226,7 @@ def main() -> int:
     if args.quick:
         args.depths, args.budgets, args.bushy = [100, 1000], [4000, 16000], 200
         args.repeat, args.appends, args.imports = 5, 200, 2_000
-    report = run(args)
-    print(report)
-    out = args.out if args.out is not None else None if args.quick else RESULTS
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
-        print(f"\n(written to {out})", file=sys.stderr)
+    publish(run(args), args.out if args.out is not None else None if args.quick else RESULTS)
     return 0
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def median_ms(run: Callable[[], object], *, repeat: int, max_seconds: float = 5.0,
@@ -49,3 +51,12 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     body = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
             for r in rows]
     return "\n".join([line, rule, *body])
+
+
+def publish(report: str, out: Path | None) -> None:
+    """Print a benchmark's tables and, unless ``out`` is None, write them to ``out``."""
+    print(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+        print(f"\n(written to {out})", file=sys.stderr)

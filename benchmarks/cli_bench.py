@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._timing import table
+from ._timing import publish, table
 
 BIN = Path(sys.executable).parent
 RESULTS = Path(__file__).resolve().parent / "results" / "cli.md"
@@ -72,10 +72,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    report = run(args.repeat)
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
+    publish(run(args.repeat), args.out)
     return 0
 
 

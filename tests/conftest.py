@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 import convotree  # noqa: E402
 from convotree._engine import MIGRATION_OPTION  # noqa: E402
-from tests import sql_audit  # noqa: E402
+from tests import sql_audit, twins  # noqa: E402
 
 PG_URL = os.environ.get(
     "CONVOTREE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -164,10 +165,55 @@ def empty_db_url(backend: str, postgres: PostgresServer, tmp_path: Path) -> str:
     return new_database_url(backend, postgres, tmp_path)
 
 
+# --- the twins: Store/Chat and AsyncStore/AsyncChat from one test body -------------------
+
+SHELLS = ["sync", "async"]
+
+
+def pytest_generate_tests(metafunc):  # type: ignore[no-untyped-def]
+    """Modules with ``TWINS = True`` run their store and chat tests on both shells."""
+    if "shell" in metafunc.fixturenames:
+        shells = SHELLS if getattr(metafunc.module, "TWINS", False) else ["sync"]
+        metafunc.parametrize("shell", shells)
+
+
+@pytest.fixture(scope="session")
+def event_loop_thread() -> Iterator[twins.EventLoopThread]:
+    loop = twins.EventLoopThread()
+    yield loop
+    loop.close()
+
+
 @pytest.fixture
-def store(db_url: str) -> Iterator[convotree.Store]:
-    with convotree.Store(db_url) as opened:
-        yield opened
+def open_store(shell: str, event_loop_thread: twins.EventLoopThread
+               ) -> Iterator[Callable[..., Any]]:
+    """``open_store(url, **options)``: a store of the test's shell (closed at the end)."""
+    opened: list[Any] = []
+    engines: list[sa.Engine] = []
+
+    def open_(url: str, **options: Any) -> Any:
+        if shell == "sync":
+            store: Any = convotree.Store(url, **options)
+        else:
+            engine = convotree.create_engine(url)
+            engines.append(engine)
+            store = twins.Blocking(
+                event_loop_thread.run(convotree.AsyncStore.open(url, **options)),
+                event_loop_thread, engine=engine)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def store(db_url: str, open_store: Callable[..., Any]) -> Any:
+    """A store on the migrated database: ``Store``, or (twins) ``AsyncStore``."""
+    return open_store(db_url)
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,10 @@ the ``audit_sql`` fixture (autouse, in conftest) fails a test whose statements r
 write ``convotree_nodes`` without ``<alias>.conversation_id = <parameter>`` for every
 reference to the table. Test helpers that deliberately look at whole tables wrap
 themselves in ``unaudited()``.
+
+The state is the process's, not a thread's: the async twins run their statements on
+the event loop's thread (``tests/twins.py``), and a test's worker threads run theirs
+elsewhere; all of them are the test's statements and all are audited.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import re
 import threading
 from collections.abc import Iterator
 
-_state = threading.local()
+
+class _State:
+    paused = 0
+    logs: tuple[list[str], ...] = ()
+
+
+_state = _State()
+_lock = threading.Lock()
 
 _REFERENCE = re.compile(
     r"\b(FROM|JOIN|INTO|UPDATE)\s+\"?convotree_nodes\"?"
@@ -49,28 +60,33 @@ def violations(statement: str) -> list[str]:
 
 
 def record(statement: str) -> None:
-    if getattr(_state, "paused", 0):
-        return
-    for log in getattr(_state, "logs", ()):
-        log.append(statement)
+    with _lock:
+        if _state.paused:
+            return
+        for log in _state.logs:
+            log.append(statement)
 
 
 @contextlib.contextmanager
 def unaudited() -> Iterator[None]:
     """Statements run inside are the test's own, not the store's: do not audit them."""
-    _state.paused = getattr(_state, "paused", 0) + 1
+    with _lock:
+        _state.paused += 1
     try:
         yield
     finally:
-        _state.paused -= 1
+        with _lock:
+            _state.paused -= 1
 
 
 @contextlib.contextmanager
 def capture() -> Iterator[list[str]]:
     """Collect the statements sent inside; nested captures all see them."""
     log: list[str] = []
-    _state.logs = [*getattr(_state, "logs", ()), log]
+    with _lock:
+        _state.logs = (*_state.logs, log)
     try:
         yield log
     finally:
-        _state.logs = [other for other in _state.logs if other is not log]
+        with _lock:
+            _state.logs = tuple(other for other in _state.logs if other is not log)

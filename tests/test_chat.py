@@ -23,6 +23,18 @@ from convotree.testing import FakeOpenAI, Reply
 from convotree.tokens import count_messages
 
 from .conftest import table_counts
+from .twins import make_chat
+
+#: Every test below on Chat + Store and on AsyncChat + AsyncStore (tests/twins.py).
+TWINS = True
+
+
+def chat_of(store: Any, server: FakeOpenAI, client_options: dict[str, Any] | None = None,
+            **options: Any) -> Any:
+    """The chat of the test's shell, with a real client (sync or async) of ``server``."""
+    kwargs = client_options or {}
+    return make_chat(store, lambda asynchronous: server.async_client(**kwargs) if asynchronous
+                     else server.client(**kwargs), **options)
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "weather", "description": "Current weather in a city",
@@ -59,7 +71,7 @@ def chat_messages(path: list[Node]) -> list[dict[str, Any]]:
 
 def test_twenty_turn_chat_sends_the_branch_and_records_usage(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini")
+    chat = chat_of(store, server, model="gpt-4o-mini")
     conv = store.create_conversation(title="long")
     store.append(conv, role="system", content="You are terse.")
     answer = None
@@ -85,7 +97,7 @@ def test_twenty_turn_chat_sends_the_branch_and_records_usage(
 
 def test_responses_api_sends_items_with_store_false(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses")
     conv = store.create_conversation()
     store.append(conv, role="developer", content="Answer in French.")
     a1 = chat.send(conv, "Hello")
@@ -103,7 +115,7 @@ def test_responses_api_sends_items_with_store_false(
 
 def test_regenerate_and_edit_make_siblings(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     a1 = chat.send(conv, "Plan a trip to Lisbon")
     a2 = chat.send(a1, "Make it three days")
@@ -128,7 +140,7 @@ def test_regenerate_and_edit_make_siblings(
 
 def test_fork_from_turn_three_sends_nothing_of_the_other_branch(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     answers = []
     for turn in range(6):
@@ -149,7 +161,7 @@ def test_fork_from_turn_three_sends_nothing_of_the_other_branch(
 
 def test_send_at_conversation_uses_its_current_node(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini")
+    chat = chat_of(store, server, model="gpt-4o-mini")
     conv = store.create_conversation()
     a1 = chat.send(conv, "first")
     chat.send(a1, "second")
@@ -159,7 +171,7 @@ def test_send_at_conversation_uses_its_current_node(
 
 
 def test_budget_prunes_the_request(store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", budget=120)
+    chat = chat_of(store, server, model="gpt-4o-mini", budget=120)
     conv = store.create_conversation()
     store.append(conv, role="system", content="Be brief.")
     for turn in range(15):
@@ -171,7 +183,7 @@ def test_budget_prunes_the_request(store: convotree.Store, server: FakeOpenAI) -
 
 
 def test_summarizer_is_used_by_chat(store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", budget=200,
+    chat = chat_of(store, server, model="gpt-4o-mini", budget=200,
                 summarizer=ExtractiveSummarizer())
     conv = store.create_conversation()
     for turn in range(12):
@@ -189,7 +201,7 @@ def test_summarizer_is_used_by_chat(store: convotree.Store, server: FakeOpenAI) 
 
 def test_stream_yields_deltas_and_stores_usage(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.script(Reply(text="Lisbon is lovely in May"))
     stream = chat.stream(conv, "When should I go?")
@@ -212,7 +224,7 @@ def test_stream_yields_deltas_and_stores_usage(
 
 def test_stream_cut_halfway_stores_what_arrived_once(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.script(Reply(text="one two three four five six", cut_after=3))
     stream = chat.stream(conv, "count")
@@ -235,7 +247,7 @@ def test_stream_cut_halfway_stores_what_arrived_once(
 
 def test_stream_stopped_by_the_caller_is_stored_incomplete(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.script(Reply(text="a b c d e f g h"))
     with chat.stream(conv, "letters") as stream:
@@ -253,7 +265,7 @@ def test_stream_stopped_by_the_caller_is_stored_incomplete(
 
 def test_stream_cut_during_tool_call_keeps_no_half_call(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini")
+    chat = chat_of(store, server, model="gpt-4o-mini")
     conv = store.create_conversation()
     server.script(Reply(text="Let me check", cut_after=2,
                         tool_calls=(("call_9", "weather", '{"city":"Porto"}'),)))
@@ -270,7 +282,7 @@ def test_stream_cut_during_tool_call_keeps_no_half_call(
 
 
 def test_tool_round_trip_chat_completions(store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini")
+    chat = chat_of(store, server, model="gpt-4o-mini")
     conv = store.create_conversation()
     server.script(Reply(tool_calls=(("call_1", "weather", '{"city": "Lisbon"}'),
                                     ("call_2", "weather", '{"city": "Porto"}'))),
@@ -297,7 +309,7 @@ def test_tool_round_trip_chat_completions(store: convotree.Store, server: FakeOp
 
 def test_tool_round_trip_responses_with_reasoning(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses")
     conv = store.create_conversation()
     server.script(Reply(tool_calls=(("call_1", "weather", '{"city": "Lisbon"}'),),
                         reasoning="gAAAA-encrypted"),
@@ -332,7 +344,7 @@ def test_tool_round_trip_responses_with_reasoning(
     assert calling.tool_calls == [{"id": "call_1", "type": "function", "function": {
         "name": "weather", "arguments": '{"city": "Lisbon"}'}}]
     # The same branch sent through Chat Completions uses the columns instead.
-    Chat(store, server.client(), model="gpt-4o-mini").send(final, "Thanks")
+    chat_of(store, server, model="gpt-4o-mini").send(final, "Thanks")
     messages = server.bodies[-1]["messages"]
     assert messages[1] == {"role": "assistant", "content": None,
                            "tool_calls": calling.tool_calls}
@@ -340,7 +352,7 @@ def test_tool_round_trip_responses_with_reasoning(
 
 def test_reasoning_without_encrypted_content_is_not_replayed(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses")
     conv = store.create_conversation()
     server.script(Reply(text="Hi", reasoning=""))
     answer = chat.send(conv, "Hello")
@@ -351,7 +363,7 @@ def test_reasoning_without_encrypted_content_is_not_replayed(
 
 def test_tool_loop_reports_errors_to_the_model_and_stops_at_the_limit(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini")
+    chat = chat_of(store, server, model="gpt-4o-mini")
     conv = store.create_conversation()
 
     def broken(city: str) -> str:
@@ -383,7 +395,7 @@ def test_tool_loop_reports_errors_to_the_model_and_stops_at_the_limit(
 def test_api_errors_propagate_and_keep_the_user_message(
         store: convotree.Store, server: FakeOpenAI, api: str, mode: str,
         error: type[Exception]) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.fail_next(mode)
     with pytest.raises(error):
@@ -398,7 +410,7 @@ def test_api_errors_propagate_and_keep_the_user_message(
 
 def test_stream_request_errors_raise_before_any_delta(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.fail_next("500")
     with pytest.raises(openai.InternalServerError):
@@ -408,7 +420,7 @@ def test_stream_request_errors_raise_before_any_delta(
 
 def test_rate_limit_is_retried_by_the_users_client(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(max_retries=2), model="gpt-4o-mini")
+    chat = chat_of(store, server, {"max_retries": 2}, model="gpt-4o-mini")
     conv = store.create_conversation()
     server.fail_next("429")
     server.retry_after_ms = 400
@@ -421,7 +433,7 @@ def test_rate_limit_is_retried_by_the_users_client(
 
 def test_timeout_raises_the_clients_error(store: convotree.Store) -> None:
     with FakeOpenAI(timeout_sleep=1.0) as slow:
-        chat = Chat(store, slow.client(timeout=0.3), model="gpt-4o-mini")
+        chat = chat_of(store, slow, {"timeout": 0.3}, model="gpt-4o-mini")
         conv = store.create_conversation()
         slow.fail_next("timeout")
         with pytest.raises(openai.APITimeoutError):
@@ -431,8 +443,8 @@ def test_timeout_raises_the_clients_error(store: convotree.Store) -> None:
 
 def test_bad_arguments_are_typed_errors(store: convotree.Store, server: FakeOpenAI) -> None:
     with pytest.raises(InvalidContent):
-        Chat(store, server.client(), model="gpt-4o-mini", api="assistants")
-    chat = Chat(store, server.client(), model="gpt-4o-mini")
+        chat_of(store, server, model="gpt-4o-mini", api="assistants")
+    chat = chat_of(store, server, model="gpt-4o-mini")
     conv = store.create_conversation()
     with pytest.raises(InvalidContent):
         chat.send(conv, "hi", stream=True)
@@ -450,7 +462,7 @@ def test_bad_arguments_are_typed_errors(store: convotree.Store, server: FakeOpen
 
 def test_openai_compaction_is_stored_as_a_summary_and_reused(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses")
     conv = store.create_conversation()
     store.append(conv, role="system", content="Be kind.")
     a1 = chat.send(conv, "My name is Ada.")
@@ -476,7 +488,7 @@ def test_openai_compaction_is_stored_as_a_summary_and_reused(
         assert chat.last is not None and chat.last.context.report.summary_id == summary.id
 
     # A Chat Completions request from the same branch gets the readable text instead.
-    plain = Chat(store, server.client(), model="gpt-4o-mini")
+    plain = chat_of(store, server, model="gpt-4o-mini")
     plain.send(a2, "Summarize me")
     messages = server.bodies[-1]["messages"]
     assert messages[1] == {"role": "system", "content": summary.content}
@@ -485,7 +497,7 @@ def test_openai_compaction_is_stored_as_a_summary_and_reused(
 
 def test_compact_passes_options_and_keeps_an_existing_summary(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses")
     conv = store.create_conversation()
     a1 = chat.send(conv, "Remember 42.")
     chat.compact(a1, instructions="Keep numbers.")
@@ -501,7 +513,7 @@ def test_compact_passes_options_and_keeps_an_existing_summary(
 
 def test_failure_reported_inside_a_stream_raises_and_keeps_what_arrived(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.script(Reply(text="alpha beta gamma delta", fail_after=2))
     stream = chat.stream(conv, "go")
@@ -519,7 +531,7 @@ def test_failure_reported_inside_a_stream_raises_and_keeps_what_arrived(
 
 def test_empty_streamed_answer_is_stored(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.script(Reply(text=""))
     stream = chat.stream(conv, "say nothing")
@@ -531,7 +543,7 @@ def test_empty_streamed_answer_is_stored(
 
 def test_streamed_tool_call_with_reasoning_round_trips(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.script(Reply(tool_calls=(("call_7", "weather", '{"city": "Faro"}'),),
                         reasoning="ENC" if api == "responses" else None))
@@ -557,7 +569,7 @@ def test_streamed_tool_call_with_reasoning_round_trips(
 
 def test_usage_details_are_recorded(
         store: convotree.Store, server: FakeOpenAI, api: str) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api=api)
+    chat = chat_of(store, server, model="gpt-4o-mini", api=api)
     conv = store.create_conversation()
     server.script(Reply(text="cached", cached_tokens=7), Reply(text="streamed", cached_tokens=3))
     answer = chat.send(conv, "hello")
@@ -568,7 +580,7 @@ def test_usage_details_are_recorded(
 
 
 def test_regenerate_takes_an_answer(store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini")
+    chat = chat_of(store, server, model="gpt-4o-mini")
     conv = store.create_conversation()
     answer = chat.send(conv, "hi")
     user = store.path(answer)[0]
@@ -580,7 +592,7 @@ def test_regenerate_takes_an_answer(store: convotree.Store, server: FakeOpenAI) 
 
 def test_redact_removes_the_text_from_replayed_items(
         store: convotree.Store, server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses")
     conv = store.create_conversation()
     server.script(Reply(text="your code is 4242", reasoning="ENC"))
     answer = chat.send(conv, "remember my code")
@@ -595,7 +607,7 @@ def test_redact_removes_the_text_from_replayed_items(
 def test_reasoning_with_nothing_after_it_is_not_replayed(
         store: convotree.Store, server: FakeOpenAI) -> None:
     """An answer cut off while reasoning: a lone reasoning item would be refused."""
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses")
     conv = store.create_conversation()
     server.script(Reply(text="", reasoning="ENC", omit_message=True))
     answer = chat.send(conv, "think hard")
@@ -609,7 +621,7 @@ def test_reasoning_with_nothing_after_it_is_not_replayed(
 
 def _compacting_chat(store: convotree.Store, server: FakeOpenAI, threshold: int = 120
                      ) -> tuple[Chat, Any]:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses",
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses",
                 server_compaction=threshold)
     conv = store.create_conversation()
     store.append(conv, role="system", content="You plan trips.")
@@ -668,12 +680,12 @@ def test_a_compaction_leaves_other_branches_and_chat_completions_alone(
     assert not first.compacted and compacted.compacted
     # A regenerated answer to the same prompt forks above the compacted answer: it gets
     # the history, not the compaction (the item holds the other answer's state).
-    chat.server_compaction = None
-    other = chat.regenerate(compacted)
+    again = chat_of(store, server, model="gpt-4o-mini", api="responses")
+    other = again.regenerate(compacted)
     assert not any(i.get("type") == "compaction" for i in server.bodies[-1]["input"])
     assert not other.compacted
     # Chat Completions cannot read the item: its context walks the readable history.
-    plain = Chat(store, server.client(), model="gpt-4o-mini")
+    plain = chat_of(store, server, model="gpt-4o-mini")
     plain.send(compacted, "Summarize it")
     contents = [m["content"] for m in server.bodies[-1]["messages"]]
     assert contents[1].startswith("Plan a long trip") and contents[-1] == "Summarize it"
@@ -681,15 +693,14 @@ def test_a_compaction_leaves_other_branches_and_chat_completions_alone(
 
 def test_server_compaction_settings_are_checked(store: convotree.Store,
                                                 server: FakeOpenAI) -> None:
-    client = server.client()
     with pytest.raises(convotree.errors.ChatError, match="api='responses'"):
-        Chat(store, client, model="gpt-4o", server_compaction=1000)
+        chat_of(store, server, model="gpt-4o", server_compaction=1000)
     with pytest.raises(convotree.errors.ChatError, match="choose one"):
-        Chat(store, client, model="gpt-4o", api="responses", server_compaction=1000,
-             summarizer=ExtractiveSummarizer())
+        chat_of(store, server, model="gpt-4o", api="responses", server_compaction=1000,
+                summarizer=ExtractiveSummarizer())
     with pytest.raises(convotree.errors.ChatError, match="positive"):
-        Chat(store, client, model="gpt-4o", api="responses", server_compaction=0)
-    chat = Chat(store, client, model="gpt-4o", api="responses", budget=500,
+        chat_of(store, server, model="gpt-4o", api="responses", server_compaction=0)
+    chat = chat_of(store, server, model="gpt-4o", api="responses", budget=500,
                 server_compaction=1000)
     conv = store.create_conversation()
     before = table_counts(store)
@@ -700,7 +711,7 @@ def test_server_compaction_settings_are_checked(store: convotree.Store,
 
 def test_compaction_trigger_stores_a_summary(store: convotree.Store,
                                              server: FakeOpenAI) -> None:
-    chat = Chat(store, server.client(), model="gpt-4o-mini", api="responses")
+    chat = chat_of(store, server, model="gpt-4o-mini", api="responses")
     conv = store.create_conversation()
     a1 = chat.send(conv, "My name is Ada.")
     summary = chat.compact(a1, method="trigger")

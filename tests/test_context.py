@@ -15,6 +15,9 @@ from convotree.tokens import count_messages
 from tests import sql_audit
 from tests.helpers import call, png_data_url
 
+#: Every test below on Store and on AsyncStore (tests/twins.py).
+TWINS = True
+
 REAL = Path(__file__).resolve().parent / "fixtures" / "real"
 
 

@@ -20,6 +20,9 @@ from convotree.tokens import count_messages
 from tests.conftest import examples
 from tests.helpers import call
 
+#: Every test below on Store and on AsyncStore (tests/twins.py).
+TWINS = True
+
 WORDS = ["the", "plan", "Lisbon", "tram", "東京", "ümlaut", "42", "tool", "<|endoftext|>", "🙂"]
 MODEL_FOR_STORAGE = st.sampled_from([None, None, None, "gpt-3.5-turbo"])
 

@@ -9,12 +9,14 @@ import convotree
 from convotree import errors
 
 PUBLIC = {
+    "AsyncChat", "AsyncChatStream", "AsyncOpenAISummarizer", "AsyncStore",
     "Candidate", "Chat", "ChatStream", "Turn",
     "Context", "ContextReport", "Conversation", "ConvotreeError",
     "DefaultPolicy", "DepthRange", "ExtractiveSummarizer", "Node", "OpenAISummarizer",
     "Summarizer", "SummaryOptions", "SummaryRequest", "SummaryResult", "PruningPolicy",
     "Selection", "Store", "Window",
-    "__version__", "check_schema", "create_engine", "current_revision", "downgrade",
+    "__version__", "check_schema", "create_async_engine", "create_engine", "current_revision",
+    "downgrade",
     "errors", "migrate", "tokens",
 }
 

@@ -11,6 +11,9 @@ import convotree
 from convotree import errors
 from convotree.tokens import count_text
 
+#: Every test below on Store and on AsyncStore (tests/twins.py).
+TWINS = True
+
 
 def test_quickstart_shape(store: convotree.Store) -> None:
     conv = store.create_conversation(title="Trip", metadata={"user": "u1"})

@@ -10,12 +10,16 @@ import pytest
 import sqlalchemy as sa
 
 import convotree
-from convotree import ExtractiveSummarizer, OpenAISummarizer, errors
+from convotree import ExtractiveSummarizer, errors
 from convotree.summaries import SUMMARY_HEADER, SummaryRequest, SummaryResult
 from convotree.testing import FakeOpenAI
 from convotree.tokens import count_messages
 from tests import sql_audit
 from tests.helpers import call, gap_branch
+from tests.twins import openai_summarizer
+
+#: Every test below on Store and on AsyncStore (tests/twins.py).
+TWINS = True
 
 
 class Counting:
@@ -149,7 +153,7 @@ def test_invalidation(store: convotree.Store, long_chat: convotree.Node) -> None
 def test_failing_summarizer_falls_back_and_writes_nothing(
         store: convotree.Store, long_chat: convotree.Node, failure: str) -> None:
     with FakeOpenAI(timeout_sleep=1.5) as server:
-        summarizer = OpenAISummarizer(server.client(timeout=0.5), model="gpt-4o-mini")
+        summarizer = openai_summarizer(store, server, {"timeout": 0.5}, model="gpt-4o-mini")
         server.fail_next(failure)
         with sql_audit.unaudited():
             before = store.engine.connect().execute(sa.text(
@@ -172,7 +176,7 @@ def test_failing_summarizer_falls_back_and_writes_nothing(
 def test_openai_summarizer_records_usage(store: convotree.Store, long_chat: convotree.Node,
                                          api: str) -> None:
     with FakeOpenAI() as server:
-        summarizer = OpenAISummarizer(server.client(), model="gpt-4o-mini", api=api)
+        summarizer = openai_summarizer(store, server, model="gpt-4o-mini", api=api)
         ctx = store.context(long_chat, model="gpt-4o", budget=BUDGET, summarizer=summarizer)
         sent = server.calls[0]["body"]
     assert ctx.report.summary_created

@@ -16,6 +16,9 @@ from convotree._schema import nodes as nodes_table
 from tests import sql_audit
 from tests.conftest import examples
 
+#: Every test below on Store and on AsyncStore (tests/twins.py).
+TWINS = True
+
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                max_size=40)
 ROLE = st.sampled_from(["system", "developer", "user", "assistant"])

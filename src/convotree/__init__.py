@@ -20,6 +20,10 @@ __version__ = "0.1.0"
 
 #: Public name -> (module, attribute in it; None: the module itself).
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "AsyncChat": (".chat_async", "AsyncChat"),
+    "AsyncChatStream": (".chat_async", "AsyncChatStream"),
+    "AsyncOpenAISummarizer": (".summaries", "AsyncOpenAISummarizer"),
+    "AsyncStore": (".store_async", "AsyncStore"),
     "Candidate": (".context", "Candidate"),
     "Chat": (".chat", "Chat"),
     "ChatStream": (".chat", "ChatStream"),
@@ -41,6 +45,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Turn": (".chat", "Turn"),
     "Window": (".context", "Window"),
     "check_schema": ("._migrate", "check"),
+    "create_async_engine": ("._engine", "create_async_engine"),
     "create_engine": ("._engine", "create_engine"),
     "current_revision": ("._migrate", "current_revision"),
     "downgrade": ("._migrate", "downgrade"),
@@ -50,10 +55,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 if TYPE_CHECKING:
     from . import tokens
-    from ._engine import create_engine
+    from ._engine import create_async_engine, create_engine
     from ._migrate import check as check_schema
     from ._migrate import current_revision, downgrade, migrate
     from .chat import Chat, ChatStream, Turn
+    from .chat_async import AsyncChat, AsyncChatStream
     from .context import (
         Candidate,
         Context,
@@ -66,7 +72,9 @@ if TYPE_CHECKING:
     )
     from .models import Conversation, Node
     from .store import Store
+    from .store_async import AsyncStore
     from .summaries import (
+        AsyncOpenAISummarizer,
         ExtractiveSummarizer,
         OpenAISummarizer,
         Summarizer,
@@ -92,6 +100,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AsyncChat",
+    "AsyncChatStream",
+    "AsyncOpenAISummarizer",
+    "AsyncStore",
     "Candidate",
     "Chat",
     "ChatStream",
@@ -115,6 +127,7 @@ __all__ = [
     "Window",
     "__version__",
     "check_schema",
+    "create_async_engine",
     "create_engine",
     "current_revision",
     "downgrade",

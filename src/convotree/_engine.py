@@ -13,14 +13,29 @@ SQLite needs three things that its Python driver does not do by default:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+#: The async driver convotree picks for a URL that names no driver (or a sync one).
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+#: The sync driver for a URL that names an async one, or none.
+SYNC_DRIVERS = {"postgresql": "postgresql+psycopg", "postgresql+psycopg_async":
+                "postgresql+psycopg", "postgresql+asyncpg": "postgresql+psycopg",
+                "sqlite+aiosqlite": "sqlite"}
+#: Async drivers accepted as given.
+ASYNC_ACCEPTED = ("sqlite+aiosqlite", "postgresql+psycopg", "postgresql+psycopg_async",
+                  "postgresql+asyncpg")
 
 #: Execution option marking a connection whose transaction will write.
 WRITE_OPTION = "convotree_write"
@@ -42,13 +57,7 @@ def sqlite_file(url: str | URL) -> Path | None:
     return Path(database)
 
 
-def create_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an SQLAlchemy engine for convotree (SQLite or PostgreSQL URL).
-
-    Use this instead of ``sqlalchemy.create_engine`` when you share one engine
-    between convotree and your application on SQLite: it turns on foreign keys and
-    proper transactions for every connection.
-    """
+def _parsed(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
     except Exception as exc:  # ArgumentError, ValueError: not a URL at all
@@ -60,17 +69,54 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         raise ConfigurationError(
             f"convotree supports SQLite and PostgreSQL, not {backend!r} "
             "(use sqlite:///FILE or postgresql+psycopg://...)")
-    if backend == "postgresql" and parsed.drivername == "postgresql":
-        # The bare scheme would pick psycopg2; convotree is tested with psycopg 3.
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An SQLAlchemy ``AsyncEngine`` for convotree (what ``AsyncStore(url)`` makes).
+
+    ``sqlite:///`` selects aiosqlite and ``postgresql://`` / ``postgresql+psycopg://``
+    psycopg 3's async mode; ``postgresql+asyncpg://`` is accepted. On SQLite, convotree's
+    connection and transaction hooks go on ``engine.sync_engine``, as SQLAlchemy's
+    recipe for the async SQLite dialects says.
+    """
+    parsed = _parsed(url)
+    if parsed.drivername not in ASYNC_ACCEPTED:
+        parsed = parsed.set(drivername=ASYNC_DRIVERS[parsed.get_backend_name()])
+    with _driver_needed(parsed, "convotree[async]"):
+        from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
+
+        engine = sa_create_async_engine(parsed, **kwargs)
+    configure_sqlite(engine.sync_engine)
+    return engine
+
+
+@contextlib.contextmanager
+def _driver_needed(parsed: URL, extra: str) -> Iterator[None]:
+    """A missing driver (or greenlet) as a ``ConfigurationError`` naming the extra."""
     try:
-        engine = sa_create_engine(parsed, **kwargs)
+        yield
     except ImportError as exc:
         raise ConfigurationError(
             f"the database driver for {parsed.drivername!r} is not installed "
-            f"({exc.name or exc}); for PostgreSQL: pip install \"convotree[postgres]\"") from exc
-    if engine.dialect.name == "sqlite":
-        configure_sqlite(engine)
+            f"({exc.name or exc}): pip install \"{extra}\"") from exc
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an SQLAlchemy engine for convotree (SQLite or PostgreSQL URL).
+
+    Use this instead of ``sqlalchemy.create_engine`` when you share one engine
+    between convotree and your application on SQLite: it turns on foreign keys and
+    proper transactions for every connection.
+    """
+    parsed = _parsed(url)
+    if parsed.drivername in SYNC_DRIVERS:
+        # The bare scheme would pick psycopg2; convotree is tested with psycopg 3. An
+        # async driver's URL (the one AsyncStore was given) means the same database.
+        parsed = parsed.set(drivername=SYNC_DRIVERS[parsed.drivername])
+    with _driver_needed(parsed, "convotree[postgres]"):
+        engine = sa_create_engine(parsed, **kwargs)
+    configure_sqlite(engine)
     return engine
 
 
@@ -80,14 +126,21 @@ def configure_sqlite(engine: Engine) -> None:
         return
     memory = engine.url.database in (None, "", ":memory:")
 
+    # SQLAlchemy's recipe for real SQLite transactions ("Serializable isolation /
+    # Savepoints / Transactional DDL"): the driver emits no BEGIN of its own, the
+    # "begin" event emits ours. Both hooks talk to the DBAPI connection SQLAlchemy
+    # hands them, which for aiosqlite is SQLAlchemy's adapter (it awaits inside):
+    # the raw aiosqlite connection would return coroutines nobody awaits, so no
+    # transaction would start and nothing would say so. The hooks go on
+    # ``async_engine.sync_engine`` for an async engine.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Hand transaction control to the "begin" hook below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        if not memory and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        cursor.execute("PRAGMA journal_mode")
+        if not memory and cursor.fetchone()[0] != "wal":
             # WAL lets readers work while one writer commits. Switching needs a moment
             # alone with the file, so it is only asked for once per database.
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -96,13 +149,18 @@ def configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         writing = connection.get_execution_options().get(WRITE_OPTION, False)
-        # Straight to the driver: a BEGIN needs no result object (it runs per read).
-        dbapi = connection.connection.driver_connection
-        assert dbapi is not None
-        dbapi.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
+        # On the DBAPI cursor: a BEGIN needs no result object (it runs per read).
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
+        cursor.close()
 
     setattr(engine, _CONFIGURED, True)
     engine.dispose()  # connections opened before the hooks existed are not reused
+
+
+def is_configured(engine: Engine) -> bool:
+    """Whether convotree's SQLite hooks are on this engine (always True elsewhere)."""
+    return engine.dialect.name != "sqlite" or bool(getattr(engine, _CONFIGURED, False))
 
 
 def check_engine(engine: Engine) -> None:

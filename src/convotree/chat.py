@@ -11,20 +11,37 @@ What the wire looks like lives in ``_wire`` (pure, shared with the async helper)
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
-from . import _wire
+from . import _io, _wire
 from ._validate import Content
 from .context import Context, PruningPolicy, resolve_budget
-from .errors import ChatError, InvalidContent, ToolCallMismatch, ToolStepLimit
+from .errors import ChatError, ConfigurationError, InvalidContent, ToolCallMismatch, ToolStepLimit
 from .models import Conversation, Node
 from .store import ConversationRef, Store
 from .summaries import Summarizer, SummaryOptions
 
-__all__ = ["Chat", "ChatStream", "Turn"]
+__all__ = ["Chat", "ChatOptions", "ChatStream", "Turn"]
+
+
+class ChatOptions(TypedDict, total=False):
+    """The keywords of ``Chat`` (and ``AsyncChat``): ``model`` is required."""
+
+    model: Required[str]
+    api: str
+    budget: int | None
+    reserve_output: int | None
+    policy: PruningPolicy | None
+    summarizer: Summarizer | None
+    summary_options: SummaryOptions | None
+    server_compaction: int | None
+
+
+_OPTIONAL = tuple(name for name in ChatOptions.__annotations__ if name != "model")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,20 +82,15 @@ class Chat:
     would never compact (refused with ``ChatError``).
     """
 
-    def __init__(
-        self,
-        store: Store,
-        client: Any,
-        *,
-        model: str,
-        api: str = "chat",
-        budget: int | None = None,
-        reserve_output: int | None = None,
-        policy: PruningPolicy | None = None,
-        summarizer: Summarizer | None = None,
-        summary_options: SummaryOptions | None = None,
-        server_compaction: int | None = None,
-    ) -> None:
+    def __init__(self, store: Store, client: Any, **options: Unpack[ChatOptions]) -> None:
+        unknown = set(options) - set(ChatOptions.__annotations__)
+        if unknown or "model" not in options:
+            raise InvalidContent(f"Chat takes model= and {', '.join(_OPTIONAL)} "
+                                 f"(unknown: {', '.join(sorted(unknown)) or 'none'})")
+        model = options["model"]
+        api = options.get("api", "chat")
+        summarizer = options.get("summarizer")
+        server_compaction = options.get("server_compaction")
         if api not in _wire.APIS:
             raise InvalidContent(f"api must be one of {', '.join(_wire.APIS)}, not {api!r}")
         if server_compaction is not None:
@@ -97,17 +109,17 @@ class Chat:
         self.client = client
         self.model = model
         self.api = api
-        self.budget = budget
-        self.reserve_output = reserve_output
-        self.policy = policy
+        self.budget = options.get("budget")
+        self.reserve_output = options.get("reserve_output")
+        self.policy = options.get("policy")
         self.summarizer = summarizer
-        self.summary_options = summary_options
+        self.summary_options = options.get("summary_options")
         #: The last request made and its outcome.
         self.last: Turn | None = None
 
     # --- turns ---------------------------------------------------------------------
 
-    def send(self, at: Node | ConversationRef, content: Content, *,
+    def send(self, /, at: Node | ConversationRef, content: Content, *,
              name: str | None = None, **create: Any) -> Node:
         """Store a user message under ``at`` and return the stored answer.
 
@@ -118,7 +130,7 @@ class Chat:
         self._settings(create)   # a bad model or option fails before anything is stored
         return self.reply(self._add_user(at, content, name), **create)
 
-    def reply(self, node: Node, **create: Any) -> Node:
+    def reply(self, /, node: Node, **create: Any) -> Node:
         """Get and store an answer to the branch ending at ``node``.
 
         Used after tool results, to retry after a failed call (the user message is
@@ -131,7 +143,7 @@ class Chat:
         self.last = Turn(request, context, stored)
         return stored
 
-    def regenerate(self, answer: Node, **create: Any) -> Node:
+    def regenerate(self, /, answer: Node, **create: Any) -> Node:
         """A new answer to the message ``answer`` answers: a sibling of ``answer``."""
         if answer.role != "assistant":
             raise InvalidContent(f"regenerate takes an assistant answer, not a {answer.role!r} "
@@ -142,7 +154,7 @@ class Chat:
                                  conversation_id=answer.conversation_id, node_id=answer.id)
         return self.reply(self.store.node(answer.conversation_id, answer.parent_id), **create)
 
-    def edit(self, message: Node, content: Content, **create: Any) -> Node:
+    def edit(self, /, message: Node, content: Content, **create: Any) -> Node:
         """An edited prompt: a new sibling of ``message`` with ``content``, and its answer."""
         if message.role != "user":
             raise InvalidContent(f"edit takes a user message, not a {message.role!r} one",
@@ -151,13 +163,13 @@ class Chat:
         edited = self.store.edit(message, content)
         return self.reply(edited, **create)
 
-    def stream(self, at: Node | ConversationRef, content: Content, *,
+    def stream(self, /, at: Node | ConversationRef, content: Content, *,
                name: str | None = None, **create: Any) -> ChatStream:
         """Like ``send``, but the answer arrives as text deltas (see ``ChatStream``)."""
         self._settings(create)
         return self.stream_reply(self._add_user(at, content, name), **create)
 
-    def stream_reply(self, node: Node, **create: Any) -> ChatStream:
+    def stream_reply(self, /, node: Node, **create: Any) -> ChatStream:
         """Like ``reply``, streamed. The request is made here: API errors raise here."""
         request, context, raw = self._send_request(node, create, stream=True)
         state: _wire.ChatStreamState | _wire.ResponsesStreamState = (
@@ -166,7 +178,7 @@ class Chat:
 
     # --- compaction ----------------------------------------------------------------
 
-    def compact(self, node: Node, *, method: str = "endpoint", **compact_options: Any) -> Node:
+    def compact(self, /, node: Node, *, method: str = "endpoint", **compact_options: Any) -> Node:
         """Compact the branch ending at ``node`` with OpenAI's compaction, now.
 
         ``method="endpoint"`` sends what a request from ``node`` would send to
@@ -205,6 +217,7 @@ class Chat:
                 model, [*context.messages, _wire.COMPACTION_TRIGGER], None, compact_options,
                 stream=False)
             result = self.client.responses.create(**request)
+        result = _io.resolve(result, what="the OpenAI client")
         items = _wire.compaction_items([_wire.dump(i) for i in _wire.get(result, "output", [])])
         if items is None:
             raise ChatError("the API returned no compaction item", node_id=node.id,
@@ -221,7 +234,7 @@ class Chat:
 
     # --- tools ---------------------------------------------------------------------
 
-    def add_tool_results(self, answer: Node, results: Mapping[str, Any]) -> list[Node]:
+    def add_tool_results(self, /, answer: Node, results: Mapping[str, Any]) -> list[Node]:
         """Store one tool node per call of ``answer`` (keyed by call id), in one transaction.
 
         Every call must be answered exactly once; results that are not strings are
@@ -241,7 +254,7 @@ class Chat:
             {"role": "tool", "tool_call_id": call_id, "content": _result_text(results[call_id])}
             for call_id in calls])
 
-    def run_tools(self, at: Node | ConversationRef, content: Content,
+    def run_tools(self, /, at: Node | ConversationRef, content: Content,
                   functions: Mapping[str, Callable[..., Any]], *, max_steps: int = 8,
                   tool_errors: str = "return", **create: Any) -> Node:
         """Send, then run the model's tool calls with ``functions`` until it answers.
@@ -335,6 +348,9 @@ class Chat:
                 raw = self.client.chat.completions.create(**request)
             else:
                 raw = self.client.responses.create(**request)
+            # AsyncChat's client returns a coroutine: awaited here, with no connection
+            # held (the context's transaction is over).
+            raw = _io.resolve(raw, what="the OpenAI client")
         except Exception as exc:
             self.last = Turn(request, context, error=f"{type(exc).__name__}: {exc}")
             raise
@@ -398,7 +414,7 @@ class ChatStream:
 
     def _read(self) -> Iterator[str]:
         try:
-            for event in self._raw:
+            for event in _io.iterate(self._raw):
                 delta = self._state.feed(event)
                 if delta:
                     yield delta
@@ -440,7 +456,7 @@ class ChatStream:
         self._finished = True
         close = getattr(self._raw, "close", None)
         if close is not None:
-            close()   # release the HTTP connection
+            _io.resolve(close())   # release the HTTP connection (async streams: awaited)
         answer = self._state.answer()
         failure = getattr(self._state, "failure", None)
         if failure is not None:
@@ -488,7 +504,14 @@ def _run_call(call: Mapping[str, Any], functions: Mapping[str, Callable[..., Any
         return f"error: there is no tool named {name!r}"
     try:
         arguments = _wire.tool_arguments(call)
-        value = function(**arguments) if isinstance(arguments, dict) else function(arguments)
+        args, kwargs = ((), arguments) if isinstance(arguments, dict) else ((arguments,), {})
+        if inspect.iscoroutinefunction(function):
+            value = _io.resolve(function(*args, **kwargs), what="a tool function")
+        else:   # in AsyncChat a sync tool runs in a worker thread, off the event loop
+            value = _io.resolve(_io.run_sync(function, *args, **kwargs),
+                                what="a tool function")
+    except ConfigurationError:
+        raise   # an async tool given to the sync Chat: the caller's mistake, not the model's
     except Exception as exc:
         if tool_errors == "raise":
             raise

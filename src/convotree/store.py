@@ -9,17 +9,18 @@ so a bad message costs no lock and writes nothing.
 from __future__ import annotations
 
 import contextlib
+import copy
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from . import _migrate, _ops, tokens
-from ._engine import WRITE_OPTION, check_engine, create_engine
+from . import _io, _migrate, _ops, tokens
+from ._engine import WRITE_OPTION, check_engine, create_engine, is_configured
 from ._ids import as_uuid
 from ._validate import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -30,7 +31,13 @@ from ._validate import (
     check_title,
     prepare_message,
 )
-from .errors import ConvotreeError, InvalidContent, InvalidParent, StoreError
+from .errors import (
+    ConfigurationError,
+    ConvotreeError,
+    InvalidContent,
+    InvalidParent,
+    StoreError,
+)
 from .models import Conversation, Node
 
 if TYPE_CHECKING:
@@ -38,7 +45,30 @@ if TYPE_CHECKING:
     from .context import Context, PruningPolicy
     from .summaries import Summarizer, SummaryOptions
 
-__all__ = ["ConversationRef", "Store"]
+__all__ = ["ConversationRef", "Store", "StoreOptions"]
+
+class StoreOptions(TypedDict, total=False):
+    """The keywords of ``Store`` (and ``AsyncStore``).
+
+    ``tenant``: the only conversations the store sees (default ''); ``create``: upgrade
+    the schema instead of refusing an old one; ``encoding``: the tiktoken encoding of
+    messages stored without a model; ``max_message_bytes``: the largest message.
+    """
+
+    tenant: str
+    create: bool
+    encoding: str
+    max_message_bytes: int
+
+
+def check_options(options: StoreOptions) -> None:
+    """Refuse keywords ``Store`` does not take (at construction, for both shells)."""
+    unknown = set(options) - set(StoreOptions.__annotations__)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown store options {sorted(unknown)}; the options are "
+            f"{', '.join(StoreOptions.__annotations__)}")
+
 
 #: A conversation given as the object, or its id.
 ConversationRef = Conversation | uuid.UUID | str
@@ -78,17 +108,21 @@ class Store:
 
     The database must already be at convotree's schema (``convotree.migrate(url)``);
     ``create=True`` upgrades it first instead of raising ``SchemaOutOfDate``.
+
+    Every call is one transaction of its own, unless the store is bound to a connection
+    the caller holds (``bind``) or to one transaction (``transaction``): then every call
+    runs in a savepoint of that transaction, and the caller commits.
     """
 
-    def __init__(
-        self,
-        url_or_engine: str | Engine,
-        *,
-        tenant: str = "",
-        create: bool = False,
-        encoding: str = tokens.DEFAULT_ENCODING,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
+    #: The caller's connection every call runs on (``bind``/``transaction``), or None.
+    _bound: Connection | None = None
+
+    def __init__(self, url_or_engine: str | Engine, **options: Unpack[StoreOptions]) -> None:
+        check_options(options)
+        tenant = options.get("tenant", "")
+        create = options.get("create", False)
+        encoding = options.get("encoding", tokens.DEFAULT_ENCODING)
+        max_message_bytes = options.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
         if isinstance(url_or_engine, Engine):
             check_engine(url_or_engine)
             self.engine, self._owns_engine = url_or_engine, False
@@ -125,11 +159,69 @@ class Store:
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
+            if self._bound is not None:
+                # Inside the caller's transaction: a savepoint, so a call that fails
+                # leaves the caller's transaction as it was (and usable).
+                with self._bound.begin_nested():
+                    yield self._bound
+                return
             with self.engine.connect() as conn:
                 if write:
                     conn = conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     yield conn
+        except ConvotreeError:
+            raise
+        except DBAPIError as exc:
+            raise StoreError(f"the database refused the operation: {exc.orig}") from exc
+
+    def with_tenant(self, tenant: str) -> Store:
+        """The same store (engine, options, binding) for another tenant: cheap, no
+        query; what a multi-tenant service makes per request from one store."""
+        if not isinstance(tenant, str):
+            raise InvalidContent("tenant must be a string")
+        check_text(tenant, "tenant")
+        view = copy.copy(self)
+        view.tenant, view._owns_engine = tenant, False
+        return view
+
+    # --- transactions the caller controls ----------------------------------------------
+
+    def bind(self, connection: Connection) -> Store:
+        """This store's methods on a connection the caller holds, inside its transaction.
+
+        Every call runs in a savepoint of the caller's transaction and never commits or
+        rolls it back: the caller's own rows and convotree's nodes commit (or roll back)
+        together, when the caller says so. For an ORM ``Session``:
+        ``store.bind(session.connection())``. On SQLite the connection must come from an
+        engine made by ``convotree.create_engine`` (foreign keys, real transactions).
+        """
+        if not isinstance(connection, Connection):
+            raise ConfigurationError(
+                f"bind() takes a SQLAlchemy Connection, not {type(connection).__name__} "
+                "(for a Session: store.bind(session.connection()))")
+        if connection.dialect.name == "sqlite" and not is_configured(connection.engine):
+            raise ConfigurationError(
+                "bind() on SQLite needs a connection of an engine made by "
+                "convotree.create_engine(): a plain engine enforces no foreign keys and "
+                "cannot open real transactions")
+        view = copy.copy(self)
+        view._bound, view._owns_engine = connection, False
+        return view
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Several calls as ONE transaction: ``with store.transaction() as tx:``.
+
+        ``tx`` has every method of the store; all its writes commit together when the
+        block ends, and none of them if it raises. On SQLite the transaction takes the
+        write lock when it begins (``BEGIN IMMEDIATE``), as every write does.
+        """
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield self.bind(conn)
         except ConvotreeError:
             raise
         except DBAPIError as exc:
@@ -304,7 +396,7 @@ class Store:
             encoding=tokens.encoding_for_model(model) if model else self.encoding,
             max_message_bytes=self.max_message_bytes, **values)
 
-    def edit(self, node: Node, content: Content, **fields: Any) -> Node:
+    def edit(self, /, node: Node, content: Content, **fields: Any) -> Node:
         """Append a sibling of ``node`` with new content: an edited prompt, or a new answer.
 
         The original stays, as its own branch. Role, name and model are copied from
@@ -383,7 +475,8 @@ class Store:
         if plan is None or summarizer is None:
             return context
         try:
-            result = summarizer.summarize(plan.request)
+            # A coroutine (an async summarizer) is awaited when this runs in AsyncStore.
+            result = _io.resolve(summarizer.summarize(plan.request), what="the summarizer")
             summary = prepare_message(
                 kind="summary", role="system", content=SUMMARY_HEADER + result.text,
                 name=None, tool_calls=None, tool_call_id=None,
@@ -392,6 +485,8 @@ class Store:
                 pinned=False, metadata={"summarizer": summarizer.name}, created_at=None,
                 max_message_bytes=self.max_message_bytes,
             )
+        except ConfigurationError:
+            raise   # an async summarizer given to the sync store: the caller's mistake
         except Exception as exc:  # any summarizer failure: prune without a new summary
             return replace(context, report=replace(
                 context.report, summarizer_calls=1,

@@ -14,7 +14,7 @@ Pure, apart from ``OpenAISummarizer`` calling the caller's own ``openai`` client
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,6 +23,7 @@ from .context import Candidate
 
 __all__ = [
     "SUMMARY_HEADER",
+    "AsyncOpenAISummarizer",
     "ExtractiveSummarizer",
     "OpenAISummarizer",
     "SummaryOptions",
@@ -90,13 +91,16 @@ class SummaryResult:
 class Summarizer(Protocol):
     """Anything with a ``name`` and ``summarize(request) -> SummaryResult``.
 
-    Raise to signal failure: the assembler then prunes without a new summary, says so
-    in the report, and stores nothing.
+    ``summarize`` may be a coroutine function (``async def``): ``AsyncStore`` awaits it
+    (the sync ``Store`` refuses it with ``ConfigurationError``). Raise to signal
+    failure: the assembler then prunes without a new summary, says so in the report,
+    and stores nothing.
     """
 
     name: str
 
-    def summarize(self, request: SummaryRequest) -> SummaryResult: ...
+    def summarize(self, request: SummaryRequest) -> SummaryResult | Awaitable[SummaryResult]:
+        ...
 
 
 def transcript(messages: Sequence[dict[str, Any]]) -> str:
@@ -160,7 +164,8 @@ class OpenAISummarizer:
 
     Errors (HTTP 500, 429, timeouts, ...) propagate as the ``openai`` exceptions; the
     assembler catches them, prunes without a new summary and reports the error. The
-    client's own retry settings apply.
+    client's own retry settings apply. ``AsyncOpenAISummarizer`` is the same with an
+    ``openai.AsyncOpenAI`` client, for ``AsyncStore`` / ``AsyncChat``.
     """
 
     def __init__(self, client: Any, model: str = "gpt-4o-mini", *,
@@ -175,27 +180,43 @@ class OpenAISummarizer:
         self.create_kwargs = create_kwargs
         self.name = f"openai:{model}"
 
-    def summarize(self, request: SummaryRequest) -> SummaryResult:
+    def _call(self, request: SummaryRequest) -> Any:
+        """The client call for one summary (its result, or a coroutine for async
+        clients): the request shape lives here, once for both summarizers."""
         user = _user_prompt(request)
         if self.api == "responses":
-            response = self.client.responses.create(
+            return self.client.responses.create(
                 model=self.model, instructions=self.prompt, input=user,
                 max_output_tokens=request.max_tokens, store=False, **self.create_kwargs)
-            usage = response.usage
-            return SummaryResult(
-                text=response.output_text, model=response.model,
-                input_tokens=getattr(usage, "input_tokens", None),
-                output_tokens=getattr(usage, "output_tokens", None))
-        completion = self.client.chat.completions.create(
+        return self.client.chat.completions.create(
             model=self.model,
             messages=[{"role": "system", "content": self.prompt},
                       {"role": "user", "content": user}],
             max_completion_tokens=request.max_tokens, **self.create_kwargs)
-        usage = completion.usage
+
+    def _result(self, response: Any) -> SummaryResult:
+        usage = response.usage
+        if self.api == "responses":
+            return SummaryResult(
+                text=response.output_text, model=response.model,
+                input_tokens=getattr(usage, "input_tokens", None),
+                output_tokens=getattr(usage, "output_tokens", None))
         return SummaryResult(
-            text=completion.choices[0].message.content or "", model=completion.model,
+            text=response.choices[0].message.content or "", model=response.model,
             input_tokens=getattr(usage, "prompt_tokens", None),
             output_tokens=getattr(usage, "completion_tokens", None))
+
+    def summarize(self, request: SummaryRequest) -> SummaryResult:
+        return self._result(self._call(request))
+
+
+class AsyncOpenAISummarizer(OpenAISummarizer):
+    """``OpenAISummarizer`` with the caller's ``openai.AsyncOpenAI`` client: its
+    ``summarize`` is a coroutine, which ``AsyncStore.context`` awaits (the same request
+    and the same reading of the answer as the sync one)."""
+
+    async def summarize(self, request: SummaryRequest) -> SummaryResult:  # type: ignore[override]
+        return self._result(await self._call(request))
 
 
 def plan_cut(suffix: Sequence[Candidate], room: int, keep_recent: float) -> int | None:

@@ -153,6 +153,14 @@ class FakeOpenAI:
         kwargs.setdefault("timeout", 5.0)
         return openai.OpenAI(base_url=self.base_url, api_key="sk-test", **kwargs)
 
+    def async_client(self, **kwargs: Any) -> Any:
+        """A real ``openai.AsyncOpenAI`` client pointed at this server (for AsyncChat)."""
+        import openai
+
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 5.0)
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key="sk-test", **kwargs)
+
     @property
     def bodies(self) -> list[dict[str, Any]]:
         """The request bodies received, oldest first."""
