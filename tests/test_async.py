@@ -334,3 +334,38 @@ def test_an_async_client_on_the_sync_chat_is_a_clear_error(store: Any, shell: st
     with pytest.raises(errors.ConfigurationError, match="AsyncStore"):
         store.context(leaf, model="gpt-4o", budget=120, summarizer=Later())
 
+
+
+def test_no_connection_is_held_while_the_model_answers(db_url: str) -> None:
+    """While the (slow) API answers, and while a (slow) tool runs, the store's pool has
+    every connection checked in."""
+    from convotree.testing import FakeOpenAI, Reply
+
+    async def scenario() -> list[int]:
+        seen: list[int] = []
+        with FakeOpenAI(delay=0.3) as server:
+            async with convotree.AsyncStore(db_url, tenant=f"pool-{uuid.uuid4().hex}") as store:
+                chat = convotree.AsyncChat(store, server.async_client(), model="gpt-4o-mini")
+                conv = await store.create_conversation()
+                pool = store.engine.sync_engine.pool
+
+                async def watch() -> None:
+                    while not server.calls:            # until the request is in flight
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.05)          # the server holds it 0.3 s
+                    seen.append(pool.checkedout())     # type: ignore[attr-defined]
+
+                await asyncio.gather(chat.send(conv, "hello"), watch())
+
+                async def slow_tool(city: str) -> str:
+                    seen.append(pool.checkedout())     # type: ignore[attr-defined]
+                    return "sunny"
+
+                server.delay = 0.0
+                server.script(Reply(tool_calls=(("c1", "weather", '{"city": "Lisbon"}'),)),
+                              Reply(text="Sunny."))
+                await chat.run_tools(conv, "Weather?", {"weather": slow_tool})
+        return seen
+
+    with sql_audit.unaudited():
+        assert asyncio.run(scenario()) == [0, 0]
