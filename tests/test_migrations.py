@@ -222,6 +222,14 @@ def _tampered(url: str, statement: str) -> tuple[list[tuple[object, ...]], set[s
     return before
 
 
+def _indexes(url: str) -> set[str]:
+    engine = convotree.create_engine(url)
+    try:
+        return {str(i["name"]) for i in sa.inspect(engine).get_indexes("convotree_nodes")}
+    finally:
+        engine.dispose()
+
+
 def _columns(url: str) -> set[str]:
     engine = convotree.create_engine(url)
     try:
@@ -237,21 +245,26 @@ def test_every_step_up_and_down_keeps_the_data(empty_db_url: str) -> None:
         before = _snapshot(empty_db_url)
         assert len(before) == 2 + 10   # two conversations, ten nodes
 
+        assert "ix_convotree_nodes_parent_id_conversation_id" in _indexes(empty_db_url)
+        convotree.downgrade(empty_db_url, "0003")          # 0004 -> 0003 with data
+        assert _indexes(empty_db_url) >= {"ix_convotree_nodes_conversation_id_parent_id"}
+        assert "ix_convotree_nodes_parent_id_conversation_id" not in _indexes(empty_db_url)
+        assert _snapshot(empty_db_url) == before
         convotree.downgrade(empty_db_url, "0002")          # 0003 -> 0002 with data
         assert "compacted" not in _columns(empty_db_url)
         assert _snapshot(empty_db_url) == before
-        convotree.migrate(empty_db_url, "0003")            # 0002 -> 0003: filled in
+        convotree.migrate(empty_db_url)                    # 0002 -> 0003 (filled in) -> 0004
         with convotree.Store(empty_db_url) as store:
             node = store.node(made["conversation"], made["compacted"])  # type: ignore[arg-type]
             assert node.compacted
             assert not store.node(made["conversation"], made["leaf"]).compacted  # type: ignore[arg-type]
 
-        convotree.downgrade(empty_db_url, "0001")          # 0003 -> 0002 -> 0001
+        convotree.downgrade(empty_db_url, "0001")          # 0004 -> 0003 -> 0002 -> 0001
         assert convotree.current_revision(empty_db_url) == "0001"
         assert _snapshot(empty_db_url) == before
         assert "response_id" not in _columns(empty_db_url)
 
-        convotree.migrate(empty_db_url)                    # 0001 -> 0002 -> 0003
+        convotree.migrate(empty_db_url)                    # 0001 -> ... -> 0004
         assert _snapshot(empty_db_url) == before
         with convotree.Store(empty_db_url) as store:       # and the store works on it
             leaf = store.node(made["conversation"], made["leaf"])  # type: ignore[arg-type]
@@ -286,15 +299,16 @@ def test_a_failed_downgrade_leaves_the_database_where_it_was(empty_db_url: str) 
 def test_a_downgrade_failing_in_its_second_step_undoes_the_first(empty_db_url: str) -> None:
     """``downgrade base`` runs the steps down to 0001; with an index of 0001 already
     gone, the 0001 step fails after the later ones succeeded. One transaction: their
-    columns come back. (Alembic alone commits each SQLite step, which left such
-    databases at 0001.)"""
+    columns and indexes come back. (Alembic alone commits each SQLite step, which left
+    such databases at 0001.)"""
     with sql_audit.unaudited():
         before, columns = _tampered(
-            empty_db_url, "DROP INDEX ix_convotree_nodes_conversation_id_parent_id")
+            empty_db_url, "DROP INDEX ix_convotree_conversations_tenant_id_updated_at")
         with pytest.raises(errors.MigrationError, match=f"still at {SCHEMA_REVISION}"):
             convotree.downgrade(empty_db_url, "base")
         assert convotree.current_revision(empty_db_url) == SCHEMA_REVISION
         assert _columns(empty_db_url) == columns and {"api_items", "compacted"} <= columns
+        assert "ix_convotree_nodes_parent_id_conversation_id" in _indexes(empty_db_url)
         assert _snapshot(empty_db_url) == before
 
 
@@ -313,7 +327,7 @@ def test_a_failed_upgrade_leaves_the_database_where_it_was(empty_db_url: str) ->
 
 def test_unknown_revision_is_a_typed_error(empty_db_url: str) -> None:
     with sql_audit.unaudited():
-        with pytest.raises(errors.UnknownRevision, match="0001, 0002, 0003"):
+        with pytest.raises(errors.UnknownRevision, match="0001, 0002, 0003, 0004"):
             convotree.migrate(empty_db_url, "9999")
         with pytest.raises(errors.UnknownRevision):
             convotree.downgrade(empty_db_url, "")

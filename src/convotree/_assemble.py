@@ -40,7 +40,6 @@ from .context import (
 from .errors import BudgetExceeded, ContextError, ConversationNotFound, NodeNotFound
 from .summaries import SummaryOptions, SummaryRequest, plan_cut
 
-_WINDOW = q.context_window()
 _CONVERSATION_EXISTS = q.conversation_exists()
 _DEFAULT_POLICY = DefaultPolicy()
 
@@ -101,7 +100,7 @@ def _compiled(dialect: Dialect) -> _Compiled:
     key = (dialect.name, dialect.driver)
     found = _COMPILED.get(key)
     if found is None:
-        compiled = _WINDOW.compile(dialect=dialect)
+        compiled = q.context_window(dialect.name == "postgresql").compile(dialect=dialect)
         binders = {name: param.type.bind_processor(dialect)
                    for name, param in compiled.binds.items()}
         positions = tuple(compiled.positiontup or ()) if compiled.positional else None

@@ -1,12 +1,16 @@
-"""Write a whole, already validated conversation in one transaction with batched inserts.
+"""Write whole, already validated conversations with batched statements.
 
 Importing a 100,000-message export through ``Store.append`` would cost a transaction,
-a parent read and an update per message. Here a conversation is one transaction: one
-read to see whether it is already there, one INSERT of the conversation row, batched
-executemany INSERTs of its nodes (parents before children, so the parent foreign key
-holds row by row on SQLite and per statement on PostgreSQL), and one UPDATE for the
-current node (the conversation row must exist before its nodes, and its current node
-after them). Every statement names ``conversation_id``, as the Citus rule requires.
+a parent read and an update per message. Here a batch of conversations is written with
+a handful of statements whatever its size: the advisory locks of all of them, one read
+to see which are already there, one DELETE of those being replaced, executemany
+INSERTs of the conversation rows and of their nodes (parents before children, so the
+parent foreign key holds row by row on SQLite and per statement on PostgreSQL), and
+one executemany UPDATE for the current nodes (the conversation row must exist before
+its nodes, and its current node after them). Every statement names
+``conversation_id``, as the Citus rule requires. Each conversation is still all or
+nothing: the caller writes a batch in one transaction, and if the database refuses it,
+writes its conversations again one savepoint each (``interchange._runner``).
 
 The caller owns the transaction (``Store._transaction(write=True)``: SQLite's
 ``BEGIN IMMEDIATE`` and driver-error translation) and has validated the rows
@@ -19,9 +23,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, text, update
 
-from ._ops import lock_conversation
+from ._ops import lock_conversation, lock_key
 from ._schema import conversations, nodes
 from .errors import InvalidImport
 
@@ -38,6 +42,10 @@ _INSERT_CONVERSATION = conversations.insert()
 _INSERT_NODES = nodes.insert()
 _SET_CURRENT = (update(conversations).where(conversations.c.id == bindparam("cid"))
                 .values(current_node_id=bindparam("node")))
+# One statement for a batch's locks, taken in key order (two importers of overlapping
+# files then queue instead of deadlocking).
+_LOCK_ALL = text("SELECT count(pg_advisory_xact_lock(key)) FROM "
+                 "unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS k(key, n)")
 
 
 def insert_conversation(
@@ -81,3 +89,60 @@ def insert_conversation(
     if current_node_id is not None:
         conn.execute(_SET_CURRENT, {"cid": conversation_id, "node": current_node_id})
     return "replaced" if mine else "inserted"
+
+
+def insert_conversations(
+    conn: Connection,
+    *,
+    tenant: str,
+    batch: Sequence[Any],
+    replace: bool = False,
+) -> list[str | InvalidImport]:
+    """Write a batch of built conversations (``interchange._build.Rows``), in order.
+
+    Returns, per conversation, what ``insert_conversation`` would: ``"inserted"``,
+    ``"skipped"``, ``"replaced"``, or the ``InvalidImport`` for an id another tenant
+    holds (nothing written for that one). A database error aborts the whole batch: the
+    caller's transaction then rolls back and it retries one conversation at a time.
+    """
+    if not batch:
+        return []
+    ids = [rows.conversation["id"] for rows in batch]
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_ALL, {"keys": sorted({lock_key(i) for i in ids})})
+    wanted = list(dict.fromkeys(i for rows in batch
+                                for i in (rows.conversation["id"], *rows.aliases)))
+    owner: dict[uuid.UUID, str] = {}
+    for start in range(0, len(wanted), BATCH):
+        owner.update((row.id, row.tenant_id) for row in conn.execute(
+            _EXISTING, {"ids": wanted[start:start + BATCH]}))
+    outcomes: list[str | InvalidImport] = []
+    doomed: list[uuid.UUID] = []
+    writing: list[Any] = []
+    for rows in batch:
+        conversation_id = rows.conversation["id"]
+        if owner.get(conversation_id, tenant) != tenant:
+            outcomes.append(InvalidImport(f"conversation id {conversation_id} is already "
+                                          "taken", conversation_id=conversation_id))
+            continue
+        mine = [i for i in (conversation_id, *rows.aliases) if owner.get(i) == tenant]
+        if mine and not replace:
+            outcomes.append("skipped")
+            continue
+        doomed += mine
+        writing.append(rows)
+        outcomes.append("replaced" if mine else "inserted")
+    for start in range(0, len(doomed), BATCH):
+        conn.execute(_DELETE, {"ids": doomed[start:start + BATCH], "tenant": tenant})
+    if writing:
+        conn.execute(_INSERT_CONVERSATION, [
+            {**rows.conversation, "tenant_id": tenant, "current_node_id": None}
+            for rows in writing])
+        node_rows = [row for rows in writing for row in rows.nodes]
+        for start in range(0, len(node_rows), BATCH):
+            conn.execute(_INSERT_NODES, node_rows[start:start + BATCH])
+        current = [{"cid": rows.conversation["id"], "node": rows.current_node_id}
+                   for rows in writing if rows.current_node_id is not None]
+        if current:
+            conn.execute(_SET_CURRENT, current)
+    return outcomes

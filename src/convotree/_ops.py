@@ -30,18 +30,21 @@ from .models import Conversation, Node
 #: Roles the pruning policy always keeps, like pinned nodes.
 ALWAYS_KEPT_ROLES = ("system", "developer")
 
-_PATH = q.path()
+_PATH = q.PerDialect(q.path)
 _NODE = q.node()
 _CHILDREN = q.children()
 _ROOTS = q.roots()
 _TREE = q.tree()
-_LEAVES = q.leaves()
+_SHAPE = q.shape()
+_NODES_BY_ID = q.nodes_by_id()
+#: Ids per statement when reading nodes by id: under every driver's parameter limit.
+_IDS_PER_STATEMENT = 500
 _PARENT_FOR_APPEND = q.parent_for_append()
-_TOOL_CHAIN = q.tool_chain()
+_TOOL_CHAIN = q.PerDialect(q.tool_chain)
 _CONVERSATION_EXISTS = q.conversation_exists()
-_DELETE_SUBTREE = q.delete_subtree()
-_SUBTREE_IDS = q.subtree_ids()
-_DELETE_SUMMARIES_BELOW = q.delete_summaries_below()
+_DELETE_SUBTREE = q.PerDialect(q.delete_subtree)
+_SUBTREE_IDS = q.PerDialect(q.subtree_ids)
+_DELETE_SUMMARIES_BELOW = q.PerDialect(q.delete_summaries_below)
 # Built once: appends are the write hot path, and a statement built per call costs
 # more than the INSERT itself.
 _INSERT_NODE = nodes.insert()
@@ -249,8 +252,9 @@ def append(
         depth = parent["depth"] + 1
         pinned_ancestor = pinned_anchor(parent_id, parent)
         if parent["role"] == "tool":
-            chain = [r._mapping for r in conn.execute(
-                _TOOL_CHAIN, _params(tenant, conversation_id, parent_id))]
+            chain = sorted((r._mapping for r in conn.execute(
+                _TOOL_CHAIN(conn), _params(tenant, conversation_id, parent_id))),
+                key=lambda row: row["depth"])
         else:
             chain = [{**parent, "tool_call_id": None}]
     check_tool_pairing(chain, message, conversation_id=conversation_id)
@@ -371,7 +375,7 @@ def redact(conn: Connection, *, tenant: str, conversation_id: uuid.UUID, node_id
                 token_count=message.token_count, overhead_tokens=message.overhead_tokens,
                 encoding=message.encoding, api_items=None, compacted=False))
     params = _params(tenant, conversation_id, node_id)
-    return int(conn.execute(_DELETE_SUMMARIES_BELOW, params).rowcount)
+    return int(conn.execute(_DELETE_SUMMARIES_BELOW(conn), params).rowcount)
 
 
 # --- reading -------------------------------------------------------------------------
@@ -391,10 +395,15 @@ def get_node(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
 
 def path(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
          node_id: uuid.UUID) -> list[Node]:
-    found = _nodes(conn, _PATH, _params(tenant, conversation_id, node_id))
+    found = _nodes(conn, _PATH(conn), _params(tenant, conversation_id, node_id))
     if not found:
         raise _missing_node(conn, tenant, conversation_id, node_id)
+    found.sort(key=_depth)   # leaf first from the walk: linear for a reversed list
     return found
+
+
+def _depth(node: Node) -> int:
+    return node.depth
 
 
 def children(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
@@ -408,11 +417,35 @@ def children(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
 def conversation_nodes(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
                        which: str) -> list[Node]:
     """All nodes (``tree``), the ``roots`` or the ``leaves`` of a conversation."""
-    statement = {"tree": _TREE, "roots": _ROOTS, "leaves": _LEAVES}[which]
+    if which == "leaves":
+        return leaves(conn, tenant=tenant, conversation_id=conversation_id)
+    statement = {"tree": _TREE, "roots": _ROOTS}[which]
     found = _nodes(conn, statement, _params(tenant, conversation_id))
     if not found:
         _require_conversation(conn, tenant, conversation_id)
     return found
+
+
+def leaves(conn: Connection, *, tenant: str, conversation_id: uuid.UUID) -> list[Node]:
+    """Message nodes with no message child, oldest first: one read of the tree's shape,
+    then the leaves themselves (see ``_queries.shape`` for why not one statement)."""
+    params = _params(tenant, conversation_id)
+    rows = conn.execute(_SHAPE, params).all()
+    if not rows:
+        _require_conversation(conn, tenant, conversation_id)
+        return []
+    parents = {row.parent_id for row in rows if row.kind == "message"}
+    ids = [row.id for row in rows if row.kind == "message" and row.id not in parents]
+    found: list[Node] = []
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        found += _nodes(conn, _NODES_BY_ID,
+                        {**params, "ids": ids[start:start + _IDS_PER_STATEMENT]})
+    found.sort(key=_age)
+    return found
+
+
+def _age(node: Node) -> tuple[datetime, uuid.UUID]:
+    return node.created_at, node.id
 
 
 # --- moving and deleting ---------------------------------------------------------------
@@ -452,7 +485,7 @@ def delete_subtree(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
     conn.execute(
         update(conversations)
         .where(conversations.c.id == conversation_id,
-               conversations.c.current_node_id.in_(_SUBTREE_IDS))
+               conversations.c.current_node_id.in_(_SUBTREE_IDS(conn)))
         .values(current_node_id=target.parent_id),
         params,
     )
@@ -460,4 +493,4 @@ def delete_subtree(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
         update(conversations).where(conversations.c.id == conversation_id)
         .values(updated_at=utcnow())
     )
-    return conn.execute(_DELETE_SUBTREE, params).rowcount
+    return conn.execute(_DELETE_SUBTREE(conn), params).rowcount

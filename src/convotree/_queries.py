@@ -8,19 +8,33 @@ The Citus rule, kept by every statement here: each reference to ``convotree_node
 filters ``conversation_id = :conversation_id`` itself, including the recursive member
 of every recursive CTE (passing the value along a CTE column is not enough for Citus).
 A test listens to every statement the store emits and fails on one that does not.
+
+The plan rule, kept by every tree walk here: on PostgreSQL each step of a walk is a
+``LATERAL`` subquery that looks one node up by its full primary key (or its children
+by ``(parent_id, conversation_id)``), fenced with ``LIMIT``/``OFFSET`` so the planner
+cannot flatten it into a join. The walk is then an index probe per step under ANY
+plan: a generic plan of a statement psycopg prepared, or a custom plan made from
+statistics taken when the table was small. (As a plain join, PostgreSQL may scan the
+whole conversation per step when it believes the conversation has one row: minutes
+for a path of 10,000.) SQLite processes a recursive CTE one queued row at a time
+through the primary key, so it keeps the plain join (it has no LATERAL). Builders take
+``lateral`` and callers pick the statement for their dialect (:class:`PerDialect`).
+A test EXPLAINs every statement under ``plan_cache_mode = force_generic_plan`` over
+misleading statistics.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
-    CTE,
     Boolean,
     CompoundSelect,
     Delete,
     Select,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -32,8 +46,10 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     union_all,
 )
+from sqlalchemy.engine import Connection
 
 from ._schema import conversations, nodes
 
@@ -43,6 +59,46 @@ NODE = bindparam("node_id", type_=nodes.c.id.type)
 
 NODE_ID_TYPE = nodes.c.id.type
 NODE_COLUMNS = [column for column in nodes.c if column.name != "pinned_ancestor_id"]
+NODE_COLUMN_NAMES = tuple(column.name for column in NODE_COLUMNS)
+
+_S = TypeVar("_S")
+
+
+class PerDialect(Generic[_S]):
+    """A statement built once per dialect: LATERAL steps on PostgreSQL, joins on SQLite."""
+
+    def __init__(self, build: Callable[[bool], _S]) -> None:
+        self._build = build
+        self._made: dict[str, _S] = {}
+
+    def __call__(self, conn: Connection) -> _S:
+        name = conn.dialect.name
+        made = self._made.get(name)
+        if made is None:
+            made = self._made[name] = self._build(name == "postgresql")
+        return made
+
+
+def _step_up(walk: Any, link: Any, names: Sequence[str], lateral: bool,
+             *, alias: str = "up") -> tuple[Any, Any, list[Any]]:
+    """The node whose id is ``link`` (a column of ``walk``), for one step of a walk.
+
+    Returns ``(columns, from_clause, where)``: the node's columns, what to select them
+    from, and the conditions to add. With ``lateral``, a LATERAL subquery bounded by
+    ``LIMIT 1`` on the full primary key: an index probe whatever the statistics say.
+    Otherwise a plain join, filtered on ``conversation_id`` in ``where``.
+    """
+    up = nodes.alias(alias)
+    if lateral:
+        probe = (select(*[up.c[name] for name in names])
+                 .where(up.c.conversation_id == C, up.c.id == link)
+                 .limit(literal_column("1")).lateral(f"{alias}_row"))
+        return probe.c, walk.join(probe, true()), []
+    return up.c, up.join(walk, up.c.id == link), [up.c.conversation_id == C]
+
+
+def _tenant_ok() -> Any:
+    return exists().where(conversations.c.id == C, conversations.c.tenant_id == TENANT)
 
 
 def _conversation_of_tenant() -> Select[Any]:
@@ -77,63 +133,48 @@ def parent_for_append() -> Select[Any]:
     )
 
 
-def tool_chain() -> Select[Any]:
+#: Columns the tool-call pairing check reads along a run of tool results.
+TOOL_CHAIN_COLUMNS = ("id", "parent_id", "role", "depth", "tool_calls", "tool_call_id")
+
+
+def tool_chain(lateral: bool) -> Select[Any]:
     """From a node up through consecutive tool messages to the first non-tool node.
 
     Used to pair tool results with the assistant message whose calls they answer. The
     walk is bounded by the number of parallel calls, not by the conversation's length.
+    Rows in no particular order (the caller sorts them by depth).
     """
+    names = TOOL_CHAIN_COLUMNS
     anchor = (
-        select(nodes.c.id, nodes.c.parent_id, nodes.c.role, nodes.c.depth)
+        select(*[nodes.c[name] for name in names])
         .where(nodes.c.conversation_id == C, nodes.c.id == NODE)
         .cte("tool_chain", recursive=True)
     )
-    up = nodes.alias("up")
-    recursive = (
-        select(up.c.id, up.c.parent_id, up.c.role, up.c.depth)
-        .join(anchor, and_(up.c.id == anchor.c.parent_id, anchor.c.role == "tool"))
-        .where(up.c.conversation_id == C)
-    )
-    chain = anchor.union_all(recursive)
-    n = nodes.alias("n")
-    return (
-        select(n.c.id, n.c.role, n.c.tool_calls, n.c.tool_call_id)
-        .join(chain, chain.c.id == n.c.id)
-        .where(n.c.conversation_id == C)
-        .order_by(chain.c.depth)
-    )
+    up, source, where = _step_up(anchor, anchor.c.parent_id, names, lateral)
+    chain = anchor.union_all(
+        select(*[up[name] for name in names]).select_from(source)
+        .where(anchor.c.role == literal_column("'tool'"), *where))
+    return select(chain.c.id, chain.c.role, chain.c.tool_calls, chain.c.tool_call_id,
+                  chain.c.depth)
 
 
-def _path_cte(name: str) -> CTE:
-    anchor = (
-        select(nodes.c.id, nodes.c.parent_id, nodes.c.depth)
-        .where(nodes.c.conversation_id == C, nodes.c.id == NODE)
-        .cte(name, recursive=True)
-    )
-    up = nodes.alias("up")
-    recursive = (
-        select(up.c.id, up.c.parent_id, up.c.depth)
-        .join(anchor, up.c.id == anchor.c.parent_id)
-        .where(up.c.conversation_id == C)
-    )
-    return anchor.union_all(recursive)
+def path(lateral: bool) -> Select[Any]:
+    """Every node from a node up to the root: one recursive CTE carrying the columns.
 
-
-def path() -> Select[Any]:
-    """Every node from the root down to a node: one recursive CTE, root first.
-
-    The final join to conversations applies the tenant check in the same statement.
+    Rows in no particular order (they come leaf first): the caller sorts them by depth,
+    in linear time for a reversed list, which spares the server a sort of the whole
+    path (beyond ``work_mem`` at depth 100,000). The tenant is checked in the anchor.
     """
-    walk = _path_cte("path")
-    n = nodes.alias("n")
-    return (
-        select(*[n.c[column.name] for column in NODE_COLUMNS])
-        .join(walk, walk.c.id == n.c.id)
-        .join(conversations, conversations.c.id == n.c.conversation_id)
-        .where(n.c.conversation_id == C, conversations.c.id == C,
-               conversations.c.tenant_id == TENANT)
-        .order_by(walk.c.depth)
+    names = NODE_COLUMN_NAMES
+    anchor = (
+        select(*[nodes.c[name] for name in names])
+        .where(nodes.c.conversation_id == C, nodes.c.id == NODE, _tenant_ok())
+        .cte("path", recursive=True)
     )
+    up, source, where = _step_up(anchor, anchor.c.parent_id, names, lateral)
+    walk = anchor.union_all(select(*[up[name] for name in names]).select_from(source)
+                            .where(*where))
+    return select(*[walk.c[name] for name in names])
 
 
 def _tenant_nodes() -> Select[Any]:
@@ -169,54 +210,80 @@ def tree() -> Select[Any]:
     return _tenant_nodes().order_by(nodes.c.depth, nodes.c.created_at, nodes.c.id)
 
 
-def leaves() -> Select[Any]:
-    """Message nodes with no message children: each one identifies a whole branch."""
-    child = nodes.alias("child")
-    has_child = exists().where(
-        child.c.conversation_id == C,
-        child.c.parent_id == nodes.c.id,
-        child.c.kind == "message",
-    )
-    return (
-        _tenant_nodes()
-        .where(nodes.c.kind == "message", ~has_child)
-        .order_by(nodes.c.created_at, nodes.c.id)
-    )
+def shape() -> Select[Any]:
+    """Id, parent and kind of every node of a conversation, tenant-checked: what
+    ``leaves`` needs to tell which nodes end a branch.
+
+    Leaves are found from this in Python rather than with ``NOT EXISTS (a child)``:
+    PostgreSQL turns that into an anti join whose inner side, over statistics that
+    think the conversation has one row, reads the whole conversation per node. This
+    reads it once, through the primary key, under any plan.
+    """
+    return select(nodes.c.id, nodes.c.parent_id, nodes.c.kind).where(
+        nodes.c.conversation_id == C, _tenant_ok())
 
 
-def subtree_ids() -> Select[Any]:
-    """Ids of a node and all its descendants (one recursive CTE, down the tree)."""
+def nodes_by_id() -> Select[Any]:
+    """Nodes of one conversation by id (``:ids``, expanding), tenant-checked."""
+    return _tenant_nodes().where(nodes.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def subtree_ids(lateral: bool) -> Select[Any]:
+    """Ids of a node and all its descendants (one recursive CTE, down the tree).
+
+    On PostgreSQL each step reads a node's children through a LATERAL subquery fenced
+    with ``OFFSET 0``: a probe of the ``(parent_id, conversation_id)`` index per node.
+    """
     anchor = (
         select(nodes.c.id)
         .where(nodes.c.conversation_id == C, nodes.c.id == NODE)
         .cte("subtree", recursive=True, nesting=True)
     )
     down = nodes.alias("down")
-    recursive = (
-        select(down.c.id)
-        .join(anchor, down.c.parent_id == anchor.c.id)
-        .where(down.c.conversation_id == C)
-    )
-    sub = anchor.union_all(recursive)
+    member: Select[Any]
+    if lateral:
+        kids = (select(down.c.id).where(down.c.conversation_id == C,
+                                        down.c.parent_id == anchor.c.id)
+                .offset(literal_column("0")).lateral("down_rows"))
+        member = select(kids.c.id).select_from(anchor.join(kids, true()))
+    else:
+        member = (select(down.c.id).join(anchor, down.c.parent_id == anchor.c.id)
+                  .where(down.c.conversation_id == C))
+    sub = anchor.union_all(member)
     return select(sub.c.id)
 
 
-def delete_subtree() -> Delete:
+def _in_subtree(column: Any, lateral: bool) -> Any:
+    """``column`` is the id of a node in the subtree of ``:node_id``.
+
+    On PostgreSQL as ``= ANY(ARRAY(walk))``: the walk runs once, as an init plan, and
+    the rows are then found by index probes. (As ``IN (walk)`` the planner may instead
+    read the whole conversation and match it against the walk, when it believes the
+    conversation is small.)
+    """
+    walk = subtree_ids(lateral)
+    if lateral:
+        return column == any_(func.array(walk.scalar_subquery()))
+    return column.in_(walk)
+
+
+def delete_subtree(lateral: bool) -> Delete:
     """Delete a node and all its descendants in one statement."""
-    return delete(nodes).where(nodes.c.conversation_id == C, nodes.c.id.in_(subtree_ids()))
+    return delete(nodes).where(nodes.c.conversation_id == C,
+                               _in_subtree(nodes.c.id, lateral))
 
 
-def delete_summaries_below() -> Delete:
+def delete_summaries_below(lateral: bool) -> Delete:
     """Delete the summaries in a node's subtree: those that cover the node."""
     return delete(nodes).where(nodes.c.conversation_id == C, nodes.c.kind == "summary",
-                               nodes.c.parent_id.in_(subtree_ids()))
+                               _in_subtree(nodes.c.parent_id, lateral))
 
 
-def current_in_subtree() -> Select[Any]:
+def current_in_subtree(lateral: bool) -> Select[Any]:
     """1 if the conversation's current node is inside the subtree about to go."""
     return select(literal(1)).where(
         conversations.c.id == C,
-        conversations.c.current_node_id.in_(subtree_ids()),
+        conversations.c.current_node_id.in_(subtree_ids(lateral)),
     )
 
 
@@ -231,28 +298,35 @@ WINDOW_COLUMNS = ("id", "depth", "kind", "role", "content", "parts", "media",
                   "encoding", "pinned", "api_items", "compacted")
 
 
-def _always_kept(table: Any) -> Any:
+def _always_kept(c: Any) -> Any:
     # Literal SQL, not bound values: the statement compiles once, with no parameters
-    # but the four it really takes.
-    return or_(table.c.pinned, table.c.role == literal_column("'system'"),
-               table.c.role == literal_column("'developer'"))
+    # but the five it really takes.
+    return or_(c.pinned, c.role == literal_column("'system'"),
+               c.role == literal_column("'developer'"))
 
 
-def _running_cost(table: Any) -> Any:
-    """What a node adds to the walk's running sum: kept-always nodes are free."""
-    return case((_always_kept(table), literal_column("0")),
-                else_=table.c.token_count + table.c.overhead_tokens)
+def _running_cost(c: Any) -> Any:
+    """What a node (its columns ``c``) adds to the walk's running sum: kept-always
+    nodes are free."""
+    return case((_always_kept(c), literal_column("0")),
+                else_=c.token_count + c.overhead_tokens)
 
 
-def _summary_of(table: Any, alias: str) -> tuple[Any, Any]:
-    """An outer join to the summary hanging under ``table``'s row, if there is one."""
-    summary = nodes.alias(alias)
-    on = and_(summary.c.conversation_id == C, summary.c.parent_id == table.c.id,
+def _summary_under(source: Any, node_id: Any, lateral: bool) -> tuple[Any, Any]:
+    """``source`` outer-joined to the summary hanging under ``node_id``, if any: returns
+    the new from clause and the summary's id column. The partial unique index on
+    ``(conversation_id, parent_id) WHERE kind = 'summary'`` answers it."""
+    summary = nodes.alias("up_summary")
+    on = and_(summary.c.conversation_id == C, summary.c.parent_id == node_id,
               summary.c.kind == literal_column("'summary'"))
-    return summary, on
+    if lateral:
+        found = (select(summary.c.id).where(on).limit(literal_column("1"))
+                 .lateral("up_summary_row"))
+        return source.outerjoin(found, true()), found.c.id
+    return source.outerjoin(summary, on), summary.c.id
 
 
-def context_window() -> CompoundSelect[Any]:
+def context_window(lateral: bool) -> CompoundSelect[Any]:
     """The rows a context is built from, in ONE statement of two recursive CTEs.
 
     ``walk`` climbs from the leaf and stops at the first node whose running token sum
@@ -265,47 +339,48 @@ def context_window() -> CompoundSelect[Any]:
     and pinned node above the cut is found in as many steps as there are such nodes.
     Every reference to the nodes table filters ``conversation_id`` (Citus), in anchors
     and recursive members; the tenant is checked in the anchors. ``source`` says which
-    part a row came from: ``walk``, ``kept`` or ``summary``.
+    part a row came from: ``walk``, ``kept`` or ``summary``. Each step is an index
+    probe under any plan (see the module's plan rule).
     """
-    cost = _running_cost(nodes)
-    tenant_ok = exists().where(conversations.c.id == C, conversations.c.tenant_id == TENANT)
+    tenant_ok = _tenant_ok()
+    carried = (*WINDOW_COLUMNS, "parent_id")
     # A summary under the leaf itself serves the leaf's children, not the leaf.
     walk_anchor = (
-        select(*[nodes.c[name] for name in WINDOW_COLUMNS], nodes.c.parent_id,
-               cost.label("running"), cast(null(), nodes.c.id.type).label("summary_id"))
+        select(*[nodes.c[name] for name in carried], _running_cost(nodes.c).label("running"),
+               cast(null(), nodes.c.id.type).label("summary_id"))
         .where(nodes.c.conversation_id == C, nodes.c.id == NODE, tenant_ok)
         .cte("walk", recursive=True)
     )
-    up = nodes.alias("up")
-    up_summary, up_on = _summary_of(up, "up_summary")
+    up, source, where = _step_up(walk_anchor, walk_anchor.c.parent_id, carried, lateral)
+    source, summary_id = _summary_under(source, up.id, lateral)
     walk = walk_anchor.union_all(
-        select(*[up.c[name] for name in WINDOW_COLUMNS], up.c.parent_id,
-               (walk_anchor.c.running + _running_cost(up)), up_summary.c.id)
-        .select_from(up.join(walk_anchor, up.c.id == walk_anchor.c.parent_id)
-                     .outerjoin(up_summary, up_on))
-        .where(up.c.conversation_id == C, walk_anchor.c.running <= bindparam("token_limit"),
+        select(*[up[name] for name in carried], walk_anchor.c.running + _running_cost(up),
+               summary_id)
+        .select_from(source)
+        .where(walk_anchor.c.running <= bindparam("token_limit"),
                walk_anchor.c.summary_id.is_(None),
-               or_(~walk_anchor.c.compacted, ~bindparam("at_compaction", type_=Boolean())))
+               or_(~walk_anchor.c.compacted, ~bindparam("at_compaction", type_=Boolean())),
+               *where)
     )
+    hopped = (*WINDOW_COLUMNS, "pinned_ancestor_id")
     kept_anchor = (
-        select(*[nodes.c[name] for name in WINDOW_COLUMNS], nodes.c.pinned_ancestor_id)
+        select(*[nodes.c[name] for name in hopped])
         .where(nodes.c.conversation_id == C, nodes.c.id == NODE, tenant_ok)
         .cte("kept", recursive=True)
     )
-    hop = nodes.alias("hop")
+    hop, hop_source, hop_where = _step_up(kept_anchor, kept_anchor.c.pinned_ancestor_id,
+                                          hopped, lateral, alias="hop")
     kept = kept_anchor.union_all(
-        select(*[hop.c[name] for name in WINDOW_COLUMNS], hop.c.pinned_ancestor_id)
-        .join(kept_anchor, hop.c.id == kept_anchor.c.pinned_ancestor_id)
-        .where(hop.c.conversation_id == C)
-    )
-    summary = nodes.alias("summary")
+        select(*[hop[name] for name in hopped]).select_from(hop_source).where(*hop_where))
+    summary, summary_source, summary_where = _step_up(
+        walk, walk.c.summary_id, WINDOW_COLUMNS, lateral, alias="summary")
     return union_all(
         select(*[walk.c[name] for name in WINDOW_COLUMNS],
                literal_column("'walk'").label("source")),
         select(*[kept.c[name] for name in WINDOW_COLUMNS],
                literal_column("'kept'").label("source")),
-        select(*[summary.c[name] for name in WINDOW_COLUMNS],
+        select(*[summary[name] for name in WINDOW_COLUMNS],
                literal_column("'summary'").label("source"))
-        .join(walk, summary.c.id == walk.c.summary_id)
-        .where(summary.c.conversation_id == C),
+        .select_from(summary_source)
+        .where(walk.c.summary_id.is_not(None), *summary_where),
     )

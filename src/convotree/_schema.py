@@ -137,7 +137,10 @@ nodes = Table(
     CheckConstraint(_in_list("role", ROLES), name="role"),
     CheckConstraint("token_count >= 0 AND overhead_tokens >= 0", name="tokens_non_negative"),
     CheckConstraint("(parent_id IS NULL) = (depth = 0)", name="root_depth"),
-    Index(None, "conversation_id", "parent_id"),
+    # Children of a node. ``parent_id`` first (revision 0004): a lookup of one node by
+    # ``(conversation_id, id)`` then has no index to choose but the primary key, under
+    # any statistics (see migrations/versions/0004_children_index.py).
+    Index(None, "parent_id", "conversation_id"),
     # One summary per covered span: a summary hangs under the last node it covers, so
     # two processes summarizing the same prefix at once cannot both store one.
     Index(

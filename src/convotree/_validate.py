@@ -80,24 +80,77 @@ def check_text(value: str, what: str) -> None:
 
 
 def check_json(value: Any, what: str) -> str:
-    """Check every string inside a JSON value; return its compact serialization."""
-    stack = [value]
+    """Check a JSON value (every string in it storable, only JSON types, string keys);
+    return its compact serialization.
+
+    Fast path: one C-level ``json.dumps`` (it refuses other types, NaN and cycles) and
+    a round trip that must give the value back (it would not for a non-string key or a
+    tuple); only when something looks off does the exact check below walk the value to
+    say what. Every message's metadata goes through here on import, so this matters.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except RecursionError as exc:
+        raise InvalidContent(f"{what} is nested too deeply to be stored") from exc
+    except (TypeError, ValueError):
+        text = None
+    if text is not None and "\\u0000" not in text and _round_trips(text, value):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidContent(f"{what} contains a lone surrogate and is not valid "
+                                 "UTF-8") from exc
+        return text
+    return _check_json_exactly(value, what)
+
+
+def _round_trips(text: str, value: Any) -> bool:
+    try:
+        return bool(json.loads(text) == value)
+    except RecursionError:
+        return False
+
+
+#: Deepest nesting a JSON value may have (Python's json would hit its recursion limit).
+MAX_JSON_DEPTH = 500
+
+
+def _check_json_exactly(value: Any, what: str) -> str:
+    """The slow, exact check: walk the value without recursion and name what is wrong
+    (tuples are accepted as lists). A value that contains itself is refused; one object
+    used twice side by side is not a cycle."""
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(value, False)]
     while stack:
-        item = stack.pop()
+        item, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(item))
+            continue
         if isinstance(item, str):
             check_text(item, what)
-        elif isinstance(item, Mapping):
+            continue
+        if isinstance(item, Mapping | list | tuple):
+            if id(item) in on_path:
+                raise InvalidContent(f"{what} contains itself (a cycle), which is not JSON")
+            if len(on_path) >= MAX_JSON_DEPTH:
+                raise InvalidContent(f"{what} is nested more than {MAX_JSON_DEPTH} levels "
+                                     "deep")
+            on_path.add(id(item))
+            stack.append((item, True))
+        if isinstance(item, Mapping):
             for key, inner in item.items():
                 if not isinstance(key, str):
                     raise InvalidContent(f"{what} has a non-string key {key!r}")
                 check_text(key, what)
-                stack.append(inner)
+                stack.append((inner, False))
         elif isinstance(item, list | tuple):
-            stack.extend(item)
+            stack.extend((inner, False) for inner in item)
         elif item is not None and not isinstance(item, bool | int | float):
             raise InvalidContent(f"{what} holds a {type(item).__name__}, which is not JSON")
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except RecursionError as exc:
+        raise InvalidContent(f"{what} is nested too deeply to be stored") from exc
     except ValueError as exc:
         raise InvalidContent(f"{what} is not valid JSON: {exc}") from exc
 
