@@ -13,15 +13,15 @@ only where a row needs it (ids only for the rows that are sent).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
-from sqlalchemy.engine import Dialect
 
 from . import _queries as q
 from . import tokens
+from ._driver import Compiled, Statement
 from ._formats import render
 from .context import (
     Context,
@@ -44,31 +44,7 @@ _CONVERSATION_EXISTS = q.conversation_exists()
 _DEFAULT_POLICY = DefaultPolicy()
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """The window statement for one dialect, with its parameter and id converters."""
-
-    sql: str
-    positions: tuple[str, ...] | None
-    binders: Mapping[str, Callable[[Any], Any] | None]
-    id_reader: Callable[[Any], Any] | None
-
-    def params(self, values: Mapping[str, Any]) -> Any:
-        bound = {}
-        for name, value in values.items():
-            binder = self.binders.get(name)
-            bound[name] = binder(value) if binder and value is not None else value
-        if self.positions is None:
-            return bound
-        return tuple(bound[name] for name in self.positions)
-
-    def node_id(self, value: Any) -> uuid.UUID:
-        if self.id_reader is None or isinstance(value, uuid.UUID):
-            return value  # type: ignore[no-any-return]
-        return self.id_reader(value)  # type: ignore[no-any-return]
-
-
-_COMPILED: dict[tuple[str, str], _Compiled] = {}
+_WINDOW = Statement(q.context_window)
 
 
 class _WindowRow(NamedTuple):
@@ -94,20 +70,6 @@ class _WindowRow(NamedTuple):
 
 
 assert _WindowRow._fields == (*q.WINDOW_COLUMNS, "source"), "window columns out of sync"
-
-
-def _compiled(dialect: Dialect) -> _Compiled:
-    key = (dialect.name, dialect.driver)
-    found = _COMPILED.get(key)
-    if found is None:
-        compiled = q.context_window(dialect.name == "postgresql").compile(dialect=dialect)
-        binders = {name: param.type.bind_processor(dialect)
-                   for name, param in compiled.binds.items()}
-        positions = tuple(compiled.positiontup or ()) if compiled.positional else None
-        found = _COMPILED[key] = _Compiled(
-            str(compiled), positions, binders,
-            q.NODE_ID_TYPE.result_processor(dialect, None))
-    return found
 
 
 def _by_depth(row: Any) -> int:
@@ -181,7 +143,7 @@ def assemble(
               # Only the Responses API can read a compaction item: Chat Completions
               # contexts walk on up the branch's readable history instead.
               "at_compaction": fmt == "responses"}
-    compiled = _compiled(conn.dialect)
+    compiled = _WINDOW.compiled(conn.dialect)
     limit, queries = (available if summary_options is None else _UNBOUNDED), 0
     priced: dict[int, tuple[int, bool, bool]] = {}
     while True:
@@ -284,7 +246,7 @@ def assemble(
 
 def _plan_summary(window: Window, by_depth: Mapping[int, Any], summary_row: Any,
                   available: int, options: SummaryOptions, encoding: str,
-                  conversation_id: uuid.UUID, compiled: _Compiled) -> SummaryPlan | None:
+                  conversation_id: uuid.UUID, compiled: Compiled) -> SummaryPlan | None:
     """Where a new summary should cut, and the messages it must fold in."""
     kept_cost = sum(n.tokens for n in window.kept_above)
     kept_cost += sum(n.tokens for n in window.suffix if n.always_kept)

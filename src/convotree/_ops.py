@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, exists, select, text, update
 
 from . import _queries as q
+from ._driver import Statement
 from ._ids import uuid7
 from ._schema import conversations, nodes
 from ._validate import PreparedMessage
@@ -51,6 +52,12 @@ _INSERT_NODE = nodes.insert()
 _TOUCH = (update(conversations).where(conversations.c.id == bindparam("cid"))
           .values(updated_at=bindparam("now")))
 _MOVE_CURRENT = _TOUCH.values(current_node_id=bindparam("node"))
+# The append's statements run on the driver's cursor (see ``_driver``).
+_APPEND_UNDER_PARENT = Statement(lambda _: q.append_under_parent())
+_APPEND_AND_MOVE = {True: Statement(lambda _: q.append_and_move(True)),
+                    False: Statement(lambda _: q.append_and_move(False))}
+_TOUCH_FAST = Statement(lambda _: _TOUCH)
+_MOVE_CURRENT_FAST = Statement(lambda _: _MOVE_CURRENT)
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
@@ -233,10 +240,81 @@ def append(
 ) -> Node:
     """Insert one node under ``parent_id`` (or as a root) and return it.
 
-    One read of the parent (tenant-checked), one bounded walk only when the parent is
-    a tool result, one insert, one update of the conversation's clock and current node.
+    The common case is two statements: ``INSERT ... SELECT`` from the parent (which
+    checks the tenant, computes depth and pointer, and inserts only under a parent the
+    tool-call rule cannot object to) and one update of the conversation's clock and
+    current node. Otherwise (a root, a tool result, a parent that is a tool call, a
+    summary or missing): one read of the parent (tenant-checked), one bounded walk when
+    the parent is a tool result, one insert, the update.
     """
     now = utcnow()
+    new_id = node_id or uuid7()
+    moves = set_current and message.kind == "message"
+    if conn.dialect.name == "postgresql" and _quick(parent_id, message):
+        made = append_in_one(conn, tenant=tenant, conversation_id=conversation_id,
+                             parent_id=parent_id, message=message, set_current=set_current,
+                             node_id=new_id, now=now)
+        if made is not None:
+            return made
+    values: dict[str, Any] | None = None
+    if _quick(parent_id, message) and conn.dialect.insert_returning:
+        values = node_values(conversation_id, new_id, parent_id, 0, None, message, now)
+        compiled = _APPEND_UNDER_PARENT.compiled(conn.dialect)
+        made_row = compiled.first(conn, _append_params(
+            values, tenant, conversation_id, parent_id))
+        if made_row is None:
+            values = None            # the parent said no: find out why the long way
+        else:
+            values["depth"] = made_row[0]
+            values["pinned_ancestor_id"] = compiled.node_id(made_row[1])
+    if values is None:
+        values = _insert_the_long_way(conn, tenant, conversation_id, parent_id, message,
+                                      new_id, now)
+    if moves:
+        _MOVE_CURRENT_FAST.run(conn, {"cid": conversation_id, "now": now, "node": new_id})
+    else:
+        _TOUCH_FAST.run(conn, {"cid": conversation_id, "now": now})
+    return Node.from_row(values)
+
+
+def _quick(parent_id: uuid.UUID | None, message: PreparedMessage) -> bool:
+    """Whether the one-statement append may apply (the parent decides the rest)."""
+    return parent_id is not None and message.role != "tool" and message.kind == "message"
+
+
+def _append_params(values: Mapping[str, Any], tenant: str, conversation_id: uuid.UUID,
+                   parent_id: uuid.UUID | None) -> dict[str, Any]:
+    bound = {f"v_{name}": value for name, value in values.items()}
+    bound.update(a_conversation=conversation_id, a_tenant=tenant, a_parent=parent_id)
+    return bound
+
+
+def append_in_one(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+                  parent_id: uuid.UUID | None, message: PreparedMessage, set_current: bool,
+                  node_id: uuid.UUID | None = None, now: datetime | None = None
+                  ) -> Node | None:
+    """PostgreSQL: the whole append as one statement (``_queries.append_and_move``), or
+    None, having written nothing, when the parent does not allow it that way (then
+    ``append`` says why, or takes the long way). On a connection in autocommit mode
+    the statement is its own transaction: one round trip."""
+    if not _quick(parent_id, message):
+        return None
+    now = now or utcnow()
+    values = node_values(conversation_id, node_id or uuid7(), parent_id, 0, None, message, now)
+    bound = _append_params(values, tenant, conversation_id, parent_id)
+    bound["a_now"] = now
+    compiled = _APPEND_AND_MOVE[set_current].compiled(conn.dialect)
+    made = compiled.first(conn, bound)
+    if made is None:
+        return None
+    values["depth"], values["pinned_ancestor_id"] = made[0], compiled.node_id(made[1])
+    return Node.from_row(values)
+
+
+def _insert_the_long_way(conn: Connection, tenant: str, conversation_id: uuid.UUID,
+                         parent_id: uuid.UUID | None, message: PreparedMessage,
+                         new_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    """Read the parent, refuse what it does not allow (precisely), insert; the row."""
     chain: Sequence[Mapping[Any, Any]] = []
     if parent_id is None:
         _require_conversation(conn, tenant, conversation_id)
@@ -258,14 +336,10 @@ def append(
         else:
             chain = [{**parent, "tool_call_id": None}]
     check_tool_pairing(chain, message, conversation_id=conversation_id)
-    values = node_values(conversation_id, node_id or uuid7(), parent_id, depth,
-                          pinned_ancestor, message, now)
+    values = node_values(conversation_id, new_id, parent_id, depth, pinned_ancestor, message,
+                         now)
     conn.execute(_INSERT_NODE, values)
-    if set_current and message.kind == "message":
-        conn.execute(_MOVE_CURRENT, {"cid": conversation_id, "now": now, "node": values["id"]})
-    else:
-        conn.execute(_TOUCH, {"cid": conversation_id, "now": now})
-    return Node.from_row(values)
+    return values
 
 
 def pinned_anchor(parent_id: uuid.UUID, parent: Mapping[Any, Any]) -> uuid.UUID | None:

@@ -48,6 +48,7 @@ from sqlalchemy import (
     select,
     true,
     union_all,
+    update,
 )
 from sqlalchemy.engine import Connection
 
@@ -135,6 +136,69 @@ def parent_for_append() -> Select[Any]:
 
 #: Columns the tool-call pairing check reads along a run of tool results.
 TOOL_CHAIN_COLUMNS = ("id", "parent_id", "role", "depth", "tool_calls", "tool_call_id")
+
+
+#: An append's own parameter names: an INSERT or UPDATE reserves its columns' names.
+APPEND_CONVERSATION = bindparam("a_conversation", type_=nodes.c.conversation_id.type)
+APPEND_TENANT = bindparam("a_tenant", type_=conversations.c.tenant_id.type)
+APPEND_PARENT = bindparam("a_parent", type_=nodes.c.id.type)
+
+
+def append_under_parent() -> Any:
+    """Insert a message under its parent in ONE statement, when the parent allows it.
+
+    ``INSERT ... SELECT`` from the parent's row (tenant-checked): the depth and the
+    ``pinned_ancestor_id`` pointer are computed from it in SQL, so an append needs no
+    separate read of the parent. The row is only inserted if the parent is a message
+    that is neither a tool result nor an assistant message with tool calls (then the
+    tool-call pairing rule has nothing to say about a non-tool message below it);
+    otherwise nothing is inserted and the caller takes the long way (read the parent,
+    say precisely what is wrong, or walk the run of tool results). ``RETURNING`` the
+    computed columns. Values are bound as ``v_<column>``, the rest as ``a_...``.
+    (Citus accepts ``INSERT ... SELECT`` from the same conversation.)
+    """
+    parent = nodes.alias("p")
+    kept = _always_kept(parent.c)
+    computed = {
+        "conversation_id": APPEND_CONVERSATION,
+        "parent_id": parent.c.id,
+        "depth": parent.c.depth + literal_column("1"),
+        "pinned_ancestor_id": case((kept, parent.c.id), else_=parent.c.pinned_ancestor_id),
+    }
+    names = [column.name for column in nodes.c]
+    values = [computed.get(column.name, bindparam(f"v_{column.name}", type_=column.type))
+              for column in nodes.c]
+    source = (
+        select(*values)
+        .select_from(parent.join(conversations, conversations.c.id == parent.c.conversation_id))
+        .where(parent.c.conversation_id == APPEND_CONVERSATION, parent.c.id == APPEND_PARENT,
+               conversations.c.id == APPEND_CONVERSATION,
+               conversations.c.tenant_id == APPEND_TENANT,
+               parent.c.kind == literal_column("'message'"),
+               parent.c.role != literal_column("'tool'"),
+               or_(parent.c.role != literal_column("'assistant'"),
+                   parent.c.tool_calls.is_(None)))
+    )
+    return nodes.insert().from_select(names, source).returning(
+        nodes.c.depth, nodes.c.pinned_ancestor_id, nodes.c.id, nodes.c.conversation_id)
+
+
+def append_and_move(set_current: bool) -> Any:
+    """PostgreSQL: :func:`append_under_parent` and the conversation's update as ONE
+    statement (the insert in a ``WITH``, the update joined to what it inserted: nothing
+    inserted, nothing updated). Run alone it is its own transaction: an append is one
+    round trip. The foreign key from the conversation to its new current node is
+    checked at the end of the statement, when the inserted row is there."""
+    inserted = append_under_parent().cte("inserted")
+    values: dict[str, Any] = {
+        "updated_at": bindparam("a_now", type_=conversations.c.updated_at.type)}
+    if set_current:
+        values["current_node_id"] = inserted.c.id
+    return (update(conversations)
+            .where(conversations.c.id == APPEND_CONVERSATION,
+                   conversations.c.id == inserted.c.conversation_id)
+            .values(**values)
+            .returning(inserted.c.depth, inserted.c.pinned_ancestor_id))
 
 
 def tool_chain(lateral: bool) -> Select[Any]:

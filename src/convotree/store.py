@@ -175,6 +175,22 @@ class Store:
         except DBAPIError as exc:
             raise StoreError(f"the database refused the operation: {exc.orig}") from exc
 
+    @contextlib.contextmanager
+    def _single_statement(self) -> Iterator[Connection | None]:
+        """A connection for ONE statement that is a whole write: on PostgreSQL, outside a
+        caller's transaction, in autocommit mode (the statement is its own transaction,
+        with no BEGIN and COMMIT round trips). None elsewhere: use ``_transaction``."""
+        if self._bound is not None or self.engine.dialect.name != "postgresql":
+            yield None
+            return
+        try:
+            with self.engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        except ConvotreeError:
+            raise
+        except DBAPIError as exc:
+            raise StoreError(f"the database refused the operation: {exc.orig}") from exc
+
     def with_tenant(self, tenant: str) -> Store:
         """The same store (engine, options, binding) for another tenant: cheap, no
         query; what a multi-tenant service makes per request from one store."""
@@ -348,6 +364,13 @@ class Store:
             cached_tokens=cached_tokens, reasoning_tokens=reasoning_tokens,
             counted_input_tokens=counted_input_tokens, api_items=api_items,
         )
+        with self._single_statement() as conn:
+            if conn is not None:
+                made = _ops.append_in_one(
+                    conn, tenant=self.tenant, conversation_id=conversation_id,
+                    parent_id=parent_id, message=message, set_current=set_current)
+                if made is not None:
+                    return made
         with self._transaction(write=True) as conn:
             return _ops.append(
                 conn, tenant=self.tenant, conversation_id=conversation_id,
