@@ -3,7 +3,8 @@
 #   make test   set up the same environment and run every check: ruff, mypy, pytest; then
 #               the OpenAI-facing and database tests again on the oldest supported
 #               releases of openai, SQLAlchemy, alembic, tiktoken, psycopg and rich
-# Also: make bench (benchmarks), make clean.
+# Also: make bench (benchmarks), make bench-peers (next to the Agents SDK and LangChain,
+# in a virtual environment of their own), make clean.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,7 +25,7 @@ export TIKTOKEN_CACHE_DIR := $(abspath ../shared/tiktoken)
 endif
 endif
 
-.PHONY: demo test test-newest test-oldest lint bench clean
+.PHONY: demo test test-newest test-oldest lint bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,17 @@ test-oldest: $(OLDEST)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks plans
+
+BENCH ?= .venv-bench
+$(BENCH)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH)
+	$(BENCH)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH)/bin/python -m pip install --quiet -e '.[postgres,bench]'
+	touch $@
+
+bench-peers: $(BENCH)/.installed
+	$(BENCH)/bin/python -m benchmarks peers
 
 clean:
-	rm -rf $(VENV) $(OLDEST) build dist .pytest_cache .mypy_cache .ruff_cache convotree-demo.db*
+	rm -rf $(VENV) $(OLDEST) $(BENCH) build dist .pytest_cache .mypy_cache .ruff_cache convotree-demo.db*

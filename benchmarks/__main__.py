@@ -1,5 +1,10 @@
 """Run the benchmarks and print their tables: ``python -m benchmarks [--quick]``.
 
+``python -m benchmarks peers`` measures convotree next to the OpenAI Agents SDK and
+LangChain stores (needs the ``bench`` extra: ``pip install -e '.[bench]'``);
+``python -m benchmarks plans`` runs 1,000 mixed calls on one long-lived store over
+misleading statistics. Each writes its own table to ``benchmarks/results/``.
+
 Writes the same tables to ``benchmarks/results/context.md``. PostgreSQL comes from
 ``CONVOTREE_BENCH_POSTGRES_URL`` (default: the local test server); a database
 ``convotree_bench`` is created there for the run and dropped afterwards.
@@ -26,7 +31,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED.is_dir():
 import convotree  # noqa: E402
 
 from . import append_bench, chat_bench, context_bench, import_bench, summary_bench  # noqa: E402
-from ._data import Pool, load_tree, texts  # noqa: E402
+from ._data import OASST, Pool, load_tree, texts  # noqa: E402
 from ._timing import publish, table  # noqa: E402
 
 PG_URL = os.environ.get("CONVOTREE_BENCH_POSTGRES_URL",
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> str:
     import_rows: list[list[str]] = []
     chat_rows: list[list[str]] = []
     import_file_path = workdir / "import.jsonl"
+    chatgpt_path = workdir / "conversations.json"
     try:
         for backend, url in backends:
             with convotree.Store(url, create=True) as store:
@@ -115,10 +121,17 @@ def run(args: argparse.Namespace) -> str:
                                   fmt(turn["overhead_ms"])])
                 if not import_file_path.exists():
                     import_bench.write_file(import_file_path, texts(), args.imports)
-                count, rate = import_bench.measure(url, import_file_path)
-                import_rows.append([backend, fmt(count, 0), fmt(rate, 0)])
-                print(f"[{backend}] imported {count:,} messages at {rate:,.0f}/s",
-                      file=sys.stderr)
+                    import_bench.write_chatgpt(chatgpt_path, texts(), args.imports)
+                for label, path, kind in (
+                        (f"OASST2, real ({OASST.name})", OASST, "oasst"),
+                        (f"OASST flat rows, trees of {import_bench.TREE_SIZE}",
+                         import_file_path, "oasst"),
+                        ("ChatGPT export, 100-message conversations", chatgpt_path,
+                         "chatgpt")):
+                    count, rate = import_bench.measure(url, path, kind)
+                    import_rows.append([backend, label, fmt(count, 0), fmt(rate, 0)])
+                    print(f"[{backend}] {label}: {count:,} messages at {rate:,.0f}/s",
+                          file=sys.stderr)
     finally:
         if pg:
             pg[1].dispose()
@@ -157,10 +170,11 @@ def run(args: argparse.Namespace) -> str:
             "", "## Append throughput (one writer, a commit per message)", "",
             table(["backend", "convotree msg/s", "raw INSERT msg/s", "raw/convotree"],
                   append_rows), "",
-            f"## Import throughput (OASST flat rows, trees of {import_bench.TREE_SIZE})", "",
-            "`convotree.interchange.import_file`: validation, tokens counted once, one "
-            "transaction and batched inserts per tree.", "",
-            table(["backend", "messages", "messages/s"], import_rows), "",
+            "## Import throughput", "",
+            "`convotree.interchange.import_file`: validation, tokens counted once, each "
+            "conversation all or nothing, written in batches (a few statements and one "
+            "commit per batch). The tokenizer is loaded before the clock starts.", "",
+            table(["backend", "file", "messages", "messages/s"], import_rows), "",
             "## A chat turn: what `Chat.send` adds to the HTTP call", "",
             "Same local fake OpenAI server (real HTTP) for both; `Chat.send` stores the "
             f"question, assembles the context (8k budget, {100 if args.quick else 400} "
@@ -201,7 +215,16 @@ def summaries_section(args: argparse.Namespace, workdir: Path) -> list[str]:
             table(["measure", "value"], rows), ""]
 
 
+#: ``python -m benchmarks <name> ...``: the benchmarks that have a command of their own.
+SUBCOMMANDS = {"peers": "peers_bench", "plans": "plans_bench"}
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        import importlib
+
+        module = importlib.import_module(f".{SUBCOMMANDS[sys.argv[1]]}", __package__)
+        return int(module.main(sys.argv[2:]))
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--backends", default="sqlite,postgresql",
                         type=lambda s: s.split(","))

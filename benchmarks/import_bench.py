@@ -1,7 +1,10 @@
-"""Import throughput: a generated OASST flat-row JSONL of branching trees, imported with
-``convotree.interchange.import_file`` (validation, tokenizing once, one transaction
-and batched inserts per tree). The file is written to a temporary directory at run
-time from the real OASST2 texts.
+"""Import throughput with ``convotree.interchange.import_file`` (validation, tokens
+counted once, conversations written in batches): the real OASST2 file (small trees),
+a generated OASST flat-row JSONL of 50-message branching trees and a generated
+100,000-message ChatGPT export (``conversations.json``: 100-message conversations with
+a regenerated answer every 10 turns), from the real OASST2 texts, written to a
+temporary directory at run time. Each file goes into a fresh tenant; the tokenizer is
+loaded before the clock starts (a process pays that once, about 0.4 s).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import convotree
 from convotree.interchange import import_file
@@ -42,11 +46,51 @@ def write_file(path: Path, texts: list[str], messages: int, seed: int = 3) -> in
     return written
 
 
-def measure(url: str, path: Path) -> tuple[int, float]:
+def write_chatgpt(path: Path, texts: list[str], messages: int, per_conversation: int = 100,
+                  seed: int = 5) -> int:
+    """A ChatGPT ``conversations.json`` of ``messages`` messages: conversations of
+    ``per_conversation``, alternating user and assistant, and every tenth answer
+    regenerated (a sibling branch), the current node at the end of the main line."""
+    rng = random.Random(seed)
+    conversations: list[dict[str, Any]] = []
+    written = 0
+
+    def entry(node: str, parent: str | None, role: str, index: int) -> dict[str, Any]:
+        return {"id": node, "parent": parent, "children": [], "message": {
+            "id": node, "author": {"role": role}, "create_time": 1_700_000_000 + index,
+            "content": {"content_type": "text",
+                        "parts": [texts[rng.randrange(len(texts))]]}}}
+
+    while written < messages:
+        key = f"c{len(conversations)}"
+        mapping: dict[str, dict[str, Any]] = {}
+        parent: str | None = None
+        for index in range(min(per_conversation, messages - written)):
+            node = f"{key}-{index}"
+            role = "user" if index % 2 == 0 else "assistant"
+            mapping[node] = entry(node, parent, role, index)
+            if parent is not None:
+                mapping[parent]["children"].append(node)
+                if role == "assistant" and index % 10 == 9:   # a regenerated answer
+                    mapping[f"{node}-r"] = entry(f"{node}-r", parent, role, index)
+                    mapping[parent]["children"].append(f"{node}-r")
+            parent = node
+        written += len(mapping)
+        conversations.append({"id": key, "title": f"conversation {key}",
+                              "create_time": 1_700_000_000, "mapping": mapping,
+                              "current_node": parent})
+    path.write_text(json.dumps(conversations))
+    return written
+
+
+def measure(url: str, path: Path, fmt: str = "oasst") -> tuple[int, float]:
     """(messages imported, messages per second) into the database at ``url``."""
+    from convotree import tokens
+
+    tokens.count_text("warm up", "o200k_base")   # the encoding loads once per process
     with convotree.Store(url, tenant=f"bench-{time.time_ns()}") as store:
         started = time.perf_counter()
-        result = import_file(store, path, "oasst")
+        result = import_file(store, path, fmt)
         elapsed = time.perf_counter() - started
     assert result.failed == 0, result.failures[:3]
     return result.nodes, result.nodes / elapsed

@@ -174,13 +174,16 @@ def assemble(
         above = sorted((r for r in rows if r.source == "kept" and r.depth < top
                         and is_always_kept(r)), key=_by_depth)
         by_depth = {r.depth: r for r in (*above, *walk)}
-        for depth, row in by_depth.items():
-            if depth not in priced:
-                priced[depth] = price(row, encoding, spec)
+        candidates = []
+        for row in (*above, *walk):   # priced and made candidates in one pass
+            cost = priced.get(row.depth)
+            if cost is None:
+                cost = priced[row.depth] = price(row, encoding, spec)
+            candidates.append(candidate(row, cost[0]))
         summary_price = price(summary_row, encoding, spec) if summary_row else None
         window = Window(
-            suffix=[candidate(r, priced[r.depth][0]) for r in walk],
-            kept_above=[candidate(r, priced[r.depth][0]) for r in above],
+            suffix=candidates[len(above):],
+            kept_above=candidates[:len(above)],
             reaches_root=top == 0 or summary_row is not None or compaction is not None,
             summary=(candidate(summary_row, summary_price[0])
                      if summary_row is not None and summary_price else None),

@@ -68,18 +68,19 @@ def from_json(value: Any) -> Any:
 
 
 def chat_message(row: NodeRow) -> dict[str, Any]:
-    """One Chat Completions message."""
-    parts = from_json(row.parts)
+    """One Chat Completions message (once per message sent: kept lean)."""
+    parts = row.parts
     message: dict[str, Any] = {
         "role": row.role,
-        "content": parts if parts is not None else row.content,
+        "content": row.content if parts is None else from_json(parts),
     }
-    if row.name is not None:
-        message["name"] = row.name
-    if row.tool_calls is not None:
-        message["tool_calls"] = from_json(row.tool_calls)
-    if row.tool_call_id is not None:
-        message["tool_call_id"] = row.tool_call_id
+    name, calls, call_id = row.name, row.tool_calls, row.tool_call_id
+    if name is not None:
+        message["name"] = name
+    if calls is not None:
+        message["tool_calls"] = from_json(calls)
+    if call_id is not None:
+        message["tool_call_id"] = call_id
     return message
 
 

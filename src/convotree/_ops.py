@@ -18,6 +18,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, select, text, update
 from . import _queries as q
 from ._driver import Statement
 from ._ids import uuid7
+from ._rows import reader
 from ._schema import conversations, nodes
 from ._validate import PreparedMessage
 from .errors import (
@@ -31,7 +32,7 @@ from .models import Conversation, Node
 #: Roles the pruning policy always keeps, like pinned nodes.
 ALWAYS_KEPT_ROLES = ("system", "developer")
 
-_PATH = q.PerDialect(q.path)
+_PATH = Statement(q.path)
 _NODE = q.node()
 _CHILDREN = q.children()
 _ROOTS = q.roots()
@@ -456,7 +457,7 @@ def redact(conn: Connection, *, tenant: str, conversation_id: uuid.UUID, node_id
 
 
 def _nodes(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Node]:
-    return [Node.from_row(row._mapping) for row in conn.execute(statement, params)]
+    return [Node.from_row(row._mapping) for row in conn.execute(statement, params).all()]
 
 
 def get_node(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
@@ -469,7 +470,8 @@ def get_node(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
 
 def path(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
          node_id: uuid.UUID) -> list[Node]:
-    found = _nodes(conn, _PATH(conn), _params(tenant, conversation_id, node_id))
+    rows = _PATH.run(conn, _params(tenant, conversation_id, node_id)).fetchall()
+    found = reader(conn.dialect).nodes(rows, conversation_id)
     if not found:
         raise _missing_node(conn, tenant, conversation_id, node_id)
     found.sort(key=_depth)   # leaf first from the walk: linear for a reversed list

@@ -338,8 +338,12 @@ def price(row: NodeRow, encoding: str, spec: tokens.ModelSpec | None) -> tuple[i
     The stored counts are summed; only a node counted under another encoding than the
     model's is tokenized again (and reported as recounted).
     """
-    media, estimated = (0, False) if row.media is None else tokens.media_tokens(
-        from_json(row.media), spec)
+    if row.media is None:
+        if row.encoding == encoding:   # nearly every row: the stored counts, summed
+            return row.token_count + row.overhead_tokens, False, False
+        media, estimated = 0, False
+    else:
+        media, estimated = tokens.media_tokens(from_json(row.media), spec)
     if row.encoding == encoding:
         return row.token_count + row.overhead_tokens + media, False, estimated
     texts = _texts(row.content, from_json(row.parts))
@@ -357,11 +361,9 @@ def is_always_kept(row: NodeRow) -> bool:
 
 def candidate(row: NodeRow, cost: int) -> Candidate:
     calls = row.tool_calls
+    role = row.role
+    # Positional: this runs once per row of every context (a thousand for 128k tokens).
     return Candidate(
-        depth=row.depth,
-        role=row.role,
-        tokens=cost,
-        always_kept=is_always_kept(row),
-        call_ids=() if calls is None else tuple(str(c["id"]) for c in from_json(calls)),
-        answers=row.tool_call_id,
-    )
+        row.depth, role, cost, bool(row.pinned) or role in ("system", "developer"),
+        () if calls is None else tuple(str(c["id"]) for c in from_json(calls)),
+        row.tool_call_id)
