@@ -145,7 +145,10 @@ def assemble(
               "at_compaction": fmt == "responses"}
     compiled = _WINDOW.compiled(conn.dialect)
     limit, queries = (available if summary_options is None else _UNBOUNDED), 0
-    priced: dict[int, tuple[int, bool, bool]] = {}
+    # Prices that took tokenizing (a node counted under another encoding), kept across
+    # re-reads; keyed by what would change with the node's text, so a re-read made in
+    # another snapshot (autocommit on PostgreSQL) never reuses a stale one.
+    recounted: dict[tuple[Any, int, str], tuple[int, bool, bool]] = {}
     while True:
         result = conn.exec_driver_sql(
             compiled.sql, compiled.params({**params, "token_limit": limit}))
@@ -175,10 +178,15 @@ def assemble(
                         and is_always_kept(r)), key=_by_depth)
         by_depth = {r.depth: r for r in (*above, *walk)}
         candidates = []
+        priced: dict[int, tuple[int, bool, bool]] = {}
         for row in (*above, *walk):   # priced and made candidates in one pass
-            cost = priced.get(row.depth)
-            if cost is None:
-                cost = priced[row.depth] = price(row, encoding, spec)
+            if row.media is None and row.encoding == encoding:
+                cost = (row.token_count + row.overhead_tokens, False, False)
+            else:
+                key = (row.id, row.token_count, row.encoding)
+                cost = recounted.get(key) or recounted.setdefault(
+                    key, price(row, encoding, spec))
+            priced[row.depth] = cost
             candidates.append(candidate(row, cost[0]))
         summary_price = price(summary_row, encoding, spec) if summary_row else None
         window = Window(

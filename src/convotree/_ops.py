@@ -557,7 +557,9 @@ def delete_subtree(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
     to the deleted node's parent (or to nothing, for a root), in the same transaction.
     """
     target = get_node(conn, tenant=tenant, conversation_id=conversation_id, node_id=node_id)
-    params = _params(tenant, conversation_id, node_id)
+    # Only the walk's own parameters: in an UPDATE, a key named like a column of the
+    # table (``tenant_id``) would become a SET value.
+    params = {"conversation_id": conversation_id, "node_id": node_id}
     conn.execute(
         update(conversations)
         .where(conversations.c.id == conversation_id,

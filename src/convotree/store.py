@@ -191,6 +191,18 @@ class Store:
         except DBAPIError as exc:
             raise StoreError(f"the database refused the operation: {exc.orig}") from exc
 
+    @contextlib.contextmanager
+    def _one_read(self) -> Iterator[Connection]:
+        """For a read that is one statement (its own consistent snapshot): on PostgreSQL,
+        outside a caller's transaction, no BEGIN and COMMIT round trips; elsewhere a
+        read transaction. (A context may read twice; each read is whole by itself.)"""
+        with self._single_statement() as conn:
+            if conn is not None:
+                yield conn
+                return
+        with self._transaction(write=False) as conn:
+            yield conn
+
     def with_tenant(self, tenant: str) -> Store:
         """The same store (engine, options, binding) for another tenant: cheap, no
         query; what a multi-tenant service makes per request from one store."""
@@ -485,7 +497,7 @@ class Store:
         from .summaries import SUMMARY_HEADER, SummaryOptions
 
         def build(options: SummaryOptions | None) -> tuple[Context, SummaryPlan | None]:
-            with self._transaction(write=False) as conn:
+            with self._one_read() as conn:
                 return assemble(
                     conn, tenant=self.tenant, conversation_id=node.conversation_id,
                     node_id=node.id, model=model, budget=budget,
@@ -581,7 +593,7 @@ class Store:
 
     def node(self, conversation: ConversationRef, node_id: uuid.UUID | str) -> Node:
         """One node of a conversation by id."""
-        with self._transaction(write=False) as conn:
+        with self._one_read() as conn:
             return _ops.get_node(conn, tenant=self.tenant,
                                  conversation_id=_conversation_id(conversation),
                                  node_id=_node_id(node_id))
@@ -598,13 +610,13 @@ class Store:
 
     def path(self, node: Node) -> list[Node]:
         """The branch ending at ``node``: root first, ``node`` last (one recursive CTE)."""
-        with self._transaction(write=False) as conn:
+        with self._one_read() as conn:
             return _ops.path(conn, tenant=self.tenant, conversation_id=node.conversation_id,
                              node_id=node.id)
 
     def children(self, node: Node) -> list[Node]:
         """The nodes directly under ``node``, oldest first."""
-        with self._transaction(write=False) as conn:
+        with self._one_read() as conn:
             return _ops.children(conn, tenant=self.tenant,
                                  conversation_id=node.conversation_id, node_id=node.id)
 
