@@ -239,7 +239,7 @@ def test_bad_urls(tmp_path: Path) -> None:
                    "no database at", "convotree demo")
     assert not (tmp_path / "missing.db").exists()
     one_line_error(run_cli("ls", "--url", "postgresql+psycopg://nobody@127.0.0.1:1/x"),
-                   "database error")
+                   "cannot reach the database")
     one_line_error(run_cli("ls"), "no database at", str(tmp_path / "xdg" / "convotree"))
 
 

@@ -165,7 +165,7 @@ def test_budget_from_the_model_table(store: convotree.Store) -> None:
     assert store.context(nodes[-1], model=f"{mystery}-2026-01-01").budget == 4_096
     with pytest.raises(errors.ContextError):
         store.context(nodes[-1], model="gpt-4o", budget=0)
-    with pytest.raises(errors.ContextError):
+    with pytest.raises(errors.InvalidArgument):
         store.context(nodes[-1], model="gpt-4o", format="xml")
 
 

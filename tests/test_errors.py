@@ -62,7 +62,7 @@ BAD_APPENDS: list[tuple[str, type[Exception], Callable[[dict[str, Any]], dict[st
      lambda t: {"role": "assistant", "tool_calls": CALL + CALL}),
     ("pinned tool call", errors.ToolCallMismatch,
      lambda t: {"role": "assistant", "tool_calls": CALL, "pinned": True}),
-    ("negative usage", errors.InvalidContent,
+    ("negative usage", errors.InvalidArgument,
      lambda t: {"role": "assistant", "content": "x", "output_tokens": -1}),
 ]
 

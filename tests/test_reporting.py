@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 import convotree
-from convotree import reporting
+from convotree import errors, reporting
 from tests import sql_audit
 from tests.test_cli_support import exempt_reporting
 
@@ -138,7 +138,7 @@ def test_by_day_ignores_the_session_time_zone(tenant_store: convotree.Store,
 
 
 def test_by_day_rejects_no_days(tenant_store: convotree.Store) -> None:
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="between 1"):
         reporting.by_day(tenant_store, days=0)
 
 
@@ -174,3 +174,44 @@ def test_each_report_is_one_statement(tenant_store: convotree.Store) -> None:
             patch.setattr(reporting, "_execute", count)
             report(tenant_store)  # type: ignore[operator]
         assert len(statements) == 1, report
+
+
+def test_a_tenant_store_never_reports_on_another_tenant(db_url: str,
+                                                        tenant_store: convotree.Store) -> None:
+    """A store bound to tenant B asked for acme's numbers refuses; the operator's
+    ``CrossTenant`` entry point gives them, and a raw connection must name the tenant."""
+    build(tenant_store)
+    with convotree.Store(db_url, tenant=f"b-{uuid.uuid4().hex}") as other:
+        for report in (reporting.totals, reporting.by_model, reporting.by_day,
+                       reporting.conversation_stats):
+            with pytest.raises(errors.ConfigurationError, match="own tenant"):
+                report(other, tenant=tenant_store.tenant)
+        assert reporting.totals(other, tenant=other.tenant).conversations == 0
+        admin = reporting.CrossTenant(other.engine)
+        assert admin.totals(tenant_store.tenant) == reporting.totals(tenant_store)
+        assert admin.by_model(tenant_store.tenant) == reporting.by_model(tenant_store)
+        assert admin.conversation_stats(tenant_store.tenant, limit=5) == \
+            reporting.conversation_stats(tenant_store, limit=5)
+        assert admin.by_day(tenant_store.tenant, days=3660) == \
+            reporting.by_day(tenant_store, days=3660)
+        with other.engine.connect() as conn:
+            with pytest.raises(errors.InvalidArgument, match="tenant="):
+                reporting.totals(conn)
+            assert reporting.CrossTenant(conn).totals(tenant_store.tenant).messages > 0
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda s: reporting.by_day(s, days=0), "days"),
+    (lambda s: reporting.by_day(s, days="7"), "days"),
+    (lambda s: reporting.by_day(s, days=True), "days"),
+    (lambda s: reporting.by_day(s, days=10**9), "days"),
+    (lambda s: reporting.by_day(s, today="2025-01-01"), "today"),
+    (lambda s: reporting.conversation_stats(s, limit=-1), "limit"),
+    (lambda s: reporting.conversation_stats(s, limit=0), "limit"),
+    (lambda s: reporting.conversation_stats(s, limit=2**63), "limit"),
+    (lambda s: reporting.totals("sqlite://"), "Store or"),
+])
+def test_bad_report_arguments_are_typed_on_both_backends(
+        tenant_store: convotree.Store, call: Any, message: str) -> None:
+    with pytest.raises(errors.InvalidArgument, match=message):
+        call(tenant_store)

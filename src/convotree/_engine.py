@@ -14,6 +14,7 @@ SQLite needs three things that its Python driver does not do by default:
 from __future__ import annotations
 
 import contextlib
+import select
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from .errors import ConfigurationError
 
@@ -88,6 +90,7 @@ def create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         engine = sa_create_async_engine(parsed, **kwargs)
     configure_sqlite(engine.sync_engine)
+    configure_postgresql(engine.sync_engine)
     return engine
 
 
@@ -117,7 +120,49 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     with _driver_needed(parsed, "convotree[postgres]"):
         engine = sa_create_engine(parsed, **kwargs)
     configure_sqlite(engine)
+    configure_postgresql(engine)
     return engine
+
+
+_LIVENESS = "convotree_liveness"
+
+
+def configure_postgresql(engine: Engine) -> None:
+    """Hand out no pooled connection that the server has already closed.
+
+    After a server restart (or a killed backend, or an idle timeout on a proxy) every
+    pooled connection is dead, and the next call would fail on it. SQLAlchemy's
+    ``pool_pre_ping`` would find out with a round trip on every checkout; this asks
+    the operating system instead: an idle PostgreSQL connection has nothing to read,
+    so a socket that is readable (the server's goodbye, or end of file) or a driver
+    that knows it is closed means the connection is gone. Raising
+    ``DisconnectionError`` in the checkout event makes the pool discard it and connect
+    afresh (SQLAlchemy's documented protocol), so the caller never sees it. Costs one
+    ``select()`` system call, no round trip.
+    """
+    if engine.dialect.name != "postgresql" or getattr(engine, _LIVENESS, False):
+        return
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        raw = getattr(dbapi_connection, "driver_connection", None) or dbapi_connection
+        if getattr(raw, "closed", False) or not _idle_socket_is_quiet(raw):
+            raise DisconnectionError("the server closed this pooled connection")
+
+    setattr(engine, _LIVENESS, True)
+
+
+def _idle_socket_is_quiet(raw: Any) -> bool:
+    """False when the connection's socket has something to read while idle."""
+    try:
+        fd = raw.fileno()
+    except Exception:   # closed, or a driver without a socket: let the pool decide
+        return False
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def configure_sqlite(engine: Engine) -> None:
@@ -166,6 +211,7 @@ def is_configured(engine: Engine) -> bool:
 def check_engine(engine: Engine) -> None:
     """Refuse a SQLite engine whose connections do not enforce foreign keys."""
     if engine.dialect.name == "postgresql":
+        configure_postgresql(engine)
         return
     if engine.dialect.name != "sqlite":
         raise ConfigurationError(

@@ -22,6 +22,7 @@ from ._rows import reader
 from ._schema import conversations, nodes
 from ._validate import PreparedMessage
 from .errors import (
+    ConversationExists,
     ConversationNotFound,
     InvalidParent,
     NodeNotFound,
@@ -96,6 +97,11 @@ def create_conversation(
     conversation_id: uuid.UUID | None = None,
     created_at: datetime | None = None,
 ) -> Conversation:
+    if conversation_id is not None and conn.execute(
+            select(conversations.c.id).where(conversations.c.id == conversation_id)
+    ).first() is not None:
+        # Any tenant's: ids are unique across tenants, and the error does not say whose.
+        raise id_in_use(conversation_id)
     now = created_at or utcnow()
     values = {
         "id": conversation_id or uuid7(),
@@ -108,6 +114,13 @@ def create_conversation(
     }
     conn.execute(conversations.insert().values(**values))
     return Conversation.from_row(values)
+
+
+def id_in_use(conversation_id: uuid.UUID) -> ConversationExists:
+    """The one error for a chosen id that is taken, whoever holds it."""
+    return ConversationExists(
+        f"the conversation id {conversation_id} is already in use; choose another id "
+        "(or omit id= to get a new one)")
 
 
 def get_conversation(conn: Connection, *, tenant: str, conversation_id: uuid.UUID
@@ -431,6 +444,23 @@ def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
     stored = conn.execute(
         statement.values(values).on_conflict_do_nothing().returning(nodes.c.id)).first()
     return stored is not None
+
+
+def check_summary_base(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+                       covered_id: uuid.UUID, base_id: uuid.UUID) -> None:
+    """A caller-given ``base`` must be a summary of the same branch, above ``covered``:
+    the summary made from it claims to extend exactly that one. (One walk of the branch;
+    only ``add_summary`` pays it, the assembler's own bases are taken from the path.)"""
+    base = get_node(conn, tenant=tenant, conversation_id=conversation_id, node_id=base_id)
+    if base.kind != "summary":
+        raise InvalidParent(f"base {base_id} is a {base.role} message, not a summary",
+                            conversation_id=conversation_id, node_id=base_id)
+    branch = {node.id for node in path(conn, tenant=tenant, conversation_id=conversation_id,
+                                       node_id=covered_id)}
+    if base.parent_id not in branch or base.parent_id == covered_id:
+        raise InvalidParent(f"base {base_id} summarizes a span that is not above "
+                            f"{covered_id} on its branch", conversation_id=conversation_id,
+                            node_id=base_id)
 
 
 def redact(conn: Connection, *, tenant: str, conversation_id: uuid.UUID, node_id: uuid.UUID,

@@ -12,16 +12,25 @@ behaviour that is the same on both and loses nothing silently.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import tokens
+from . import _args, tokens
 from ._media import media_facts
 from ._schema import KINDS, ROLES
-from .errors import ContentTooLarge, InvalidContent, InvalidKind, InvalidRole, ToolCallMismatch
+from .errors import (
+    ContentTooLarge,
+    InvalidArgument,
+    InvalidContent,
+    InvalidKind,
+    InvalidRole,
+    ToolCallMismatch,
+)
 
 #: Default upper bound of one message: UTF-8 bytes of its text plus its JSON fields.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -100,8 +109,26 @@ def check_json(value: Any, what: str) -> str:
         except UnicodeEncodeError as exc:
             raise InvalidContent(f"{what} contains a lone surrogate and is not valid "
                                  "UTF-8") from exc
+        if _nesting(text) > MAX_JSON_DEPTH:
+            raise InvalidContent(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
         return text
     return _check_json_exactly(value, what)
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _nesting(text: str) -> int:
+    """How deeply the JSON ``text`` nests, or a bound of it no greater than
+    ``MAX_JSON_DEPTH`` when it cannot nest deeper than that (C-speed counts and
+    regexes; a Python loop only over the brackets, when there are enough to matter)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return MAX_JSON_DEPTH   # cannot be deeper (brackets inside strings count too)
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) <= 2 * MAX_JSON_DEPTH:
+        return len(brackets) // 2
+    return max(itertools.accumulate(1 if c in "[{" else -1 for c in brackets))
 
 
 def _round_trips(text: str, value: Any) -> bool:
@@ -172,26 +199,97 @@ def _check_tool_calls(tool_calls: Any) -> list[dict[str, Any]]:
     return [dict(call) for call in tool_calls]
 
 
-def _split_content(content: Content) -> tuple[str | None, list[dict[str, Any]] | None, list[str]]:
+def _split_content(content: Any) -> tuple[str | None, list[dict[str, Any]] | None, list[str]]:
     """Return (text for the content column, parts as given, text pieces to count)."""
     if content is None:
         return None, None, []
     if isinstance(content, str):
         return content, None, [content]
-    if not isinstance(content, Sequence):
-        raise InvalidContent("content must be a string, a list of content parts, or None")
+    if not isinstance(content, Sequence) or isinstance(content, bytes | bytearray):
+        raise InvalidContent("content must be a string, a list of content parts, or None "
+                             "(decode bytes first)")
     parts: list[dict[str, Any]] = []
     texts: list[str] = []
-    for part in content:
+    for index, part in enumerate(content):
         if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
             raise InvalidContent("every content part must be an object with a string 'type'")
-        if part["type"] in ("text", "input_text", "output_text", "refusal"):
-            text = part.get("text", part.get("refusal"))
-            if not isinstance(text, str):
-                raise InvalidContent(f"a {part['type']!r} part needs a string 'text'")
+        text = _check_part(part, f"content part {index}")
+        if text is not None:
             texts.append(text)
         parts.append(dict(part))
     return "\n".join(texts), parts, texts
+
+
+#: The content part types of Chat Completions and Responses input, by what they hold.
+_TEXT_PARTS = {"text": "text", "input_text": "text", "output_text": "text",
+               "refusal": "refusal"}
+_MEDIA_PARTS = ("image_url", "input_image", "input_audio", "file", "input_file")
+_IMAGE_DETAILS = ("auto", "low", "high", "original")
+_AUDIO_FORMATS = ("wav", "mp3")
+
+
+def _check_part(part: Mapping[str, Any], what: str) -> str | None:
+    """Check one content part against the shape the OpenAI APIs accept (so a broken
+    part is refused here, not by the API on every later request of the branch);
+    return its text for text parts."""
+    kind = part["type"]
+    if kind in _TEXT_PARTS:
+        text = part.get(_TEXT_PARTS[kind])
+        if not isinstance(text, str):
+            raise InvalidContent(f"{what}: a {kind!r} part needs a string "
+                                 f"{_TEXT_PARTS[kind]!r}")
+        return text
+    if kind not in _MEDIA_PARTS:
+        raise InvalidContent(f"{what}: unknown content part type {kind!r}; known: "
+                             f"{', '.join((*_TEXT_PARTS, *_MEDIA_PARTS))}")
+    if kind == "image_url":
+        body = part.get("image_url")
+        if not isinstance(body, Mapping):
+            raise InvalidContent(f"{what}: an 'image_url' part needs an object "
+                                 "{'url': ..., 'detail'?: ...} under 'image_url'")
+        _check_url(body.get("url"), f"{what}: image_url.url")
+        _check_detail(body.get("detail"), what)
+    elif kind == "input_image":
+        if part.get("image_url") is None and part.get("file_id") is None:
+            raise InvalidContent(f"{what}: an 'input_image' part needs 'image_url' or "
+                                 "'file_id'")
+        if part.get("image_url") is not None:
+            _check_url(part.get("image_url"), f"{what}: image_url")
+        _check_string(part.get("file_id"), f"{what}: file_id")
+        _check_detail(part.get("detail"), what)
+    elif kind == "input_audio":
+        body = part.get("input_audio")
+        if not isinstance(body, Mapping) or not isinstance(body.get("data"), str) or (
+                body.get("format") not in _AUDIO_FORMATS):
+            raise InvalidContent(f"{what}: an 'input_audio' part needs {{'data': <base64>, "
+                                 f"'format': {' or '.join(map(repr, _AUDIO_FORMATS))}}}")
+    else:   # file (Chat Completions) or input_file (Responses)
+        body = part.get("file") if kind == "file" else part
+        keys = ("file_data", "file_id") if kind == "file" else (
+            "file_data", "file_id", "file_url")
+        if not isinstance(body, Mapping) or not any(body.get(key) for key in keys):
+            raise InvalidContent(f"{what}: a {kind!r} part needs one of "
+                                 f"{', '.join(keys)}" + (" under 'file'" if kind == "file"
+                                                         else ""))
+        for key in (*keys, "filename"):
+            _check_string(body.get(key), f"{what}: {key}")
+    return None
+
+
+def _check_url(url: Any, what: str) -> None:
+    if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:")):
+        raise InvalidContent(f"{what} must be an http(s) URL or a data: URL, not "
+                             f"{str(url)[:60]!r}")
+
+
+def _check_detail(detail: Any, what: str) -> None:
+    if detail is not None and detail not in _IMAGE_DETAILS:
+        raise InvalidContent(f"{what}: detail must be one of {', '.join(_IMAGE_DETAILS)}")
+
+
+def _check_string(value: Any, what: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidContent(f"{what} must be a string")
 
 
 def prepare_message(
@@ -224,10 +322,13 @@ def prepare_message(
     in a batch (an import counts a whole conversation at once, across threads); texts
     not in it are counted here.
     """
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidKind(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRole(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if not isinstance(pinned, bool):
+        raise InvalidArgument(f"pinned must be True or False, not {pinned!r}")
+    created_at = _args.timestamp(created_at, "created_at")
 
     text, parts, texts = _split_content(content)
     for field, value in (("content", text), ("name", name), ("tool_call_id", tool_call_id),
@@ -238,7 +339,9 @@ def prepare_message(
                 raise InvalidContent(f"{field} must be a string")
             check_text(value, field)
 
-    size = len(text.encode("utf-8")) if text else 0
+    size = (len(text.encode("utf-8")) if text else 0) + sum(
+        len(value.encode("utf-8")) for value in (name, tool_call_id, response_id,
+                                                 finish_reason) if value)
     calls: list[dict[str, Any]] | None = None
     if tool_calls is not None:
         if role != "assistant":
@@ -284,11 +387,7 @@ def prepare_message(
         ("cached_tokens", cached_tokens), ("reasoning_tokens", reasoning_tokens),
         ("counted_input_tokens", counted_input_tokens))
     for label, count in usage:
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
-                                  or count < 0):
-            raise InvalidContent(f"{label} must be a non-negative integer")
-    if created_at is not None and created_at.tzinfo is None:
-        raise InvalidContent("created_at must be timezone-aware")
+        _args.count(count, label, optional=True)
 
     enc = encoding or tokens.encoding_for_model(model)
     known = known_counts or {}

@@ -15,6 +15,9 @@ always left exactly as it was.
     │   ├── ConversationNotFound      unknown id, or another tenant's
     │   └── NodeNotFound
     ├── InvalidInput (also ValueError)
+    │   ├── InvalidArgument           an id, time, count or option of the wrong type
+    │   │                             or out of range
+    │   ├── ConversationExists        create_conversation(id=...) with an id in use
     │   ├── InvalidRole
     │   ├── InvalidKind
     │   ├── InvalidContent            NUL, lone surrogate, wrong shape
@@ -34,6 +37,10 @@ always left exactly as it was.
     │   └── ToolStepLimit             a tool loop reached its step limit
     └── StoreError                    the database refused an operation (driver error
         │                             translated at one boundary, cause chained)
+        ├── StoreBusy                 a lock or a pooled connection did not come in
+        │                             time: nothing was written, retry later
+        ├── StoreUnavailable          the connection was lost or the server is down:
+        │                             nothing was written (or it committed wholly)
         └── MigrationError            a migration step failed; the run was rolled back
 
 Errors of the OpenAI API itself (``openai.RateLimitError``, ``openai.APIStatusError``,
@@ -53,12 +60,14 @@ __all__ = [
     "BudgetExceeded",
     "ConfigurationError",
     "ContentTooLarge",
+    "ConversationExists",
     "ChatError",
     "ContextError",
     "EncodingUnavailable",
     "ConversationNotFound",
     "ConvotreeError",
     "IncompleteToolCalls",
+    "InvalidArgument",
     "InvalidContent",
     "InvalidImport",
     "InvalidInput",
@@ -70,7 +79,9 @@ __all__ = [
     "NotExportable",
     "NotFound",
     "SchemaOutOfDate",
+    "StoreBusy",
     "StoreError",
+    "StoreUnavailable",
     "ToolCallMismatch",
     "ToolStepLimit",
     "UnknownFormat",
@@ -129,6 +140,23 @@ class NodeNotFound(NotFound):
 
 class InvalidInput(ConvotreeError, ValueError):
     """The caller passed something convotree will not store."""
+
+
+class InvalidArgument(InvalidInput):
+    """An argument of a call has the wrong type or an out-of-range value: an id that is
+    not a UUID, a naive or non-datetime timestamp, a count that is not a non-negative
+    integer of 32 bits, a limit below 1, an option value the call does not know.
+
+    Raised before any statement runs: the same input gets the same error on SQLite and
+    PostgreSQL."""
+
+
+class ConversationExists(InvalidInput):
+    """``create_conversation(id=...)`` was given an id that is already in use.
+
+    The same error, with the same message, whether the id belongs to this tenant or to
+    another one, so that creating conversations reveals nothing about other tenants
+    beyond "this id is taken"."""
 
 
 class InvalidRole(InvalidInput):
@@ -228,7 +256,29 @@ class ToolStepLimit(ChatError):
 
 
 class StoreError(ConvotreeError):
-    """The database refused an operation; ``__cause__`` holds the driver error."""
+    """The database refused an operation; ``__cause__`` holds the driver error.
+
+    ``retryable`` says whether the same call may succeed later unchanged (``StoreBusy``,
+    ``StoreUnavailable``); a refusal of the data itself is not."""
+
+    retryable = False
+
+
+class StoreBusy(StoreError):
+    """The database was busy: a lock held by another writer beyond the busy timeout
+    (SQLite), a lock or statement timeout (PostgreSQL), or no pooled connection free
+    within the pool's timeout. Nothing was written; the call can be retried as is."""
+
+    retryable = True
+
+
+class StoreUnavailable(StoreError):
+    """The connection to the database was lost (server restarted, connection killed,
+    network down). The transaction did not commit, unless the loss came after its
+    COMMIT was sent: a retry of a write may then find it done. The store itself stays
+    usable: the next call takes a fresh connection."""
+
+    retryable = True
 
 
 class MigrationError(StoreError):

@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Date,
+    Engine,
     Executable,
     Row,
     and_,
@@ -45,15 +46,19 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from . import _args, _dberrors
 from ._schema import conversations, nodes
-from .store import Store
+from .errors import ConfigurationError, InvalidArgument
+from .store import Store, check_tenant
 
 __all__ = [
     "ConversationStats",
+    "CrossTenant",
     "DayUsage",
     "ModelUsage",
     "Totals",
@@ -62,6 +67,10 @@ __all__ = [
     "conversation_stats",
     "totals",
 ]
+
+
+#: The longest span ``by_day`` reports (ten years of days).
+MAX_DAYS = 3660
 
 
 # --- typed rows ------------------------------------------------------------------------
@@ -190,10 +199,61 @@ def _execute(conn: Connection, statement: Executable) -> Sequence[Row[Any]]:
 
 
 def _run(source: Store | Connection, tenant: str | None, build: Any) -> Sequence[Row[Any]]:
+    """A tenant-bound ``Store`` reports on its own tenant and nothing else; a raw
+    ``Connection`` (the operator's way, see ``CrossTenant``) names the tenant."""
     if isinstance(source, Store):
-        with source.engine.connect() as conn:
-            return _execute(conn, build(source.tenant if tenant is None else tenant))
-    return _execute(source, build(tenant or ""))
+        if tenant is not None and tenant != source.tenant:
+            raise ConfigurationError(
+                "a store reports on its own tenant only; for another tenant open a store "
+                "with Store(url, tenant=...) or, as an operator, use "
+                "convotree.reporting.CrossTenant(engine)")
+        with source._transaction(write=False) as conn:
+            return _execute(conn, build(source.tenant))
+    if not isinstance(source, Connection):
+        raise InvalidArgument(f"reports take a Store or an SQLAlchemy Connection, not "
+                              f"{type(source).__name__}")
+    if tenant is None:
+        raise InvalidArgument("a report on a Connection needs tenant= (the tenant to "
+                              "report on); a Store reports on its own")
+    check_tenant(tenant)
+    try:
+        return _execute(source, build(tenant))
+    except SQLAlchemyError as exc:
+        raise _dberrors.translate(exc, "the report") from exc
+
+
+class CrossTenant:
+    """Reports on any tenant: the operator's entry point, kept apart on purpose.
+
+    A ``Store`` made for tenant "acme" only ever reports on "acme"; whoever may see
+    every tenant's numbers opens this on an engine (or a connection) and names the
+    tenant on each call: ``CrossTenant(engine).totals("acme")``.
+    """
+
+    def __init__(self, source: Engine | Connection) -> None:
+        if not isinstance(source, Engine | Connection):
+            raise InvalidArgument("CrossTenant takes an SQLAlchemy Engine or Connection")
+        self._source = source
+
+    def _call(self, report: Any, tenant: str, **options: Any) -> Any:
+        if isinstance(self._source, Connection):
+            return report(self._source, tenant=tenant, **options)
+        with self._source.connect() as conn:
+            return report(conn, tenant=tenant, **options)
+
+    def totals(self, tenant: str) -> Totals:
+        return self._call(totals, tenant)   # type: ignore[no-any-return]
+
+    def by_model(self, tenant: str) -> list[ModelUsage]:
+        return self._call(by_model, tenant)   # type: ignore[no-any-return]
+
+    def by_day(self, tenant: str, *, days: int = 7, today: date | None = None
+               ) -> list[DayUsage]:
+        return self._call(by_day, tenant, days=days, today=today)  # type: ignore[no-any-return]
+
+    def conversation_stats(self, tenant: str, *, limit: int = 50) -> list[ConversationStats]:
+        return self._call(  # type: ignore[no-any-return]
+            conversation_stats, tenant, limit=limit)
 
 
 # --- reports -------------------------------------------------------------------------------
@@ -206,6 +266,8 @@ def conversation_stats(source: Store | Connection, *, tenant: str | None = None,
     One statement: the page of conversations is chosen first (index on
     ``(tenant_id, updated_at)``), then only its nodes are aggregated.
     """
+    limit = _args.limit(limit)
+
     def build(tenant: str) -> Executable:
         page = (select(conversations)
                 .where(conversations.c.tenant_id == tenant)
@@ -278,8 +340,9 @@ def by_day(source: Store | Connection, *, tenant: str | None = None, days: int =
            today: date | None = None) -> list[DayUsage]:
     """Nodes created on each of the last ``days`` UTC days (``today`` included), oldest
     first; days with nothing stored are left out."""
-    if days < 1:
-        raise ValueError("days must be at least 1")
+    days = _args.required_count(days, "days", minimum=1, maximum=MAX_DAYS)
+    if today is not None and (not isinstance(today, date) or isinstance(today, datetime)):
+        raise InvalidArgument(f"today must be a date, not {today!r}")
     last = today or datetime.now(UTC).date()
     since = datetime.combine(last - timedelta(days=days - 1), time(), tzinfo=UTC)
     until = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)

@@ -17,15 +17,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from . import _io, _migrate, _ops, tokens
+from . import _args, _dberrors, _io, _migrate, _ops, _rls, tokens
 from ._engine import WRITE_OPTION, check_engine, create_engine, is_configured
-from ._ids import as_uuid
 from ._validate import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Content,
     PreparedMessage,
+    check_json,
     check_metadata,
     check_text,
     check_title,
@@ -33,8 +33,11 @@ from ._validate import (
 )
 from .errors import (
     ConfigurationError,
+    ContentTooLarge,
     ConvotreeError,
+    InvalidArgument,
     InvalidContent,
+    InvalidKind,
     InvalidParent,
     StoreError,
 )
@@ -61,13 +64,45 @@ class StoreOptions(TypedDict, total=False):
     max_message_bytes: int
 
 
-def check_options(options: StoreOptions) -> None:
-    """Refuse keywords ``Store`` does not take (at construction, for both shells)."""
+def check_options(options: StoreOptions) -> tuple[str, bool, str, int]:
+    """Check every keyword of ``Store`` at construction (for both shells), so that a
+    bad option fails where it is written, not at the first message: returns
+    (tenant, create, encoding, max_message_bytes)."""
     unknown = set(options) - set(StoreOptions.__annotations__)
     if unknown:
         raise ConfigurationError(
             f"unknown store options {sorted(unknown)}; the options are "
             f"{', '.join(StoreOptions.__annotations__)}")
+    tenant = check_tenant(options.get("tenant", ""))
+    create = options.get("create", False)
+    if not isinstance(create, bool):
+        raise ConfigurationError(f"create must be True or False, not {create!r}")
+    encoding = tokens.check_encoding_name(options.get("encoding", tokens.DEFAULT_ENCODING))
+    limit = options.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not (
+            1 <= limit <= MAX_MESSAGE_BYTES_LIMIT):
+        raise ConfigurationError(
+            f"max_message_bytes must be an integer from 1 to {MAX_MESSAGE_BYTES_LIMIT:,} "
+            f"(PostgreSQL holds at most 1 GiB in a field), not {limit!r}")
+    return tenant, create, encoding, limit
+
+
+#: Longest tenant name (UTF-8 bytes): a tenant is a key, not a document.
+MAX_TENANT_BYTES = 256
+#: The largest ``max_message_bytes`` a store accepts.
+MAX_MESSAGE_BYTES_LIMIT = 1024**3
+
+
+def check_tenant(tenant: Any) -> str:
+    if not isinstance(tenant, str):
+        raise ConfigurationError(f"tenant must be a string, not {type(tenant).__name__}")
+    try:
+        check_text(tenant, "tenant")
+    except InvalidContent as exc:
+        raise ConfigurationError(str(exc)) from exc
+    if len(tenant.encode("utf-8")) > MAX_TENANT_BYTES:
+        raise ConfigurationError(f"tenant is longer than {MAX_TENANT_BYTES} bytes")
+    return tenant
 
 
 #: A conversation given as the object, or its id.
@@ -81,22 +116,8 @@ _APPEND_FIELDS = frozenset({
     "cached_tokens", "reasoning_tokens", "counted_input_tokens", "api_items"})
 
 
-def _conversation_id(conversation: ConversationRef) -> uuid.UUID:
-    if isinstance(conversation, Conversation):
-        return conversation.id
-    try:
-        return as_uuid(conversation)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidContent(f"not a conversation or conversation id: {conversation!r}") from exc
-
-
-def _node_id(node: Node | uuid.UUID | str) -> uuid.UUID:
-    if isinstance(node, Node):
-        return node.id
-    try:
-        return as_uuid(node)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidContent(f"not a node or node id: {node!r}") from exc
+_conversation_id = _args.conversation_id
+_node_id = _args.node_id
 
 
 class Store:
@@ -118,19 +139,16 @@ class Store:
     _bound: Connection | None = None
 
     def __init__(self, url_or_engine: str | Engine, **options: Unpack[StoreOptions]) -> None:
-        check_options(options)
-        tenant = options.get("tenant", "")
-        create = options.get("create", False)
-        encoding = options.get("encoding", tokens.DEFAULT_ENCODING)
-        max_message_bytes = options.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+        tenant, create, encoding, max_message_bytes = check_options(options)
         if isinstance(url_or_engine, Engine):
             check_engine(url_or_engine)
             self.engine, self._owns_engine = url_or_engine, False
-        else:
+        elif isinstance(url_or_engine, str):
             self.engine, self._owns_engine = create_engine(url_or_engine), True
-        if not isinstance(tenant, str):
-            raise InvalidContent("tenant must be a string")
-        check_text(tenant, "tenant")
+        else:
+            raise ConfigurationError(
+                "Store() takes a database URL (e.g. 'sqlite:///chat.db') or an SQLAlchemy "
+                f"Engine, not {type(url_or_engine).__name__}")
         self.tenant = tenant
         self.encoding = encoding
         self.max_message_bytes = max_message_bytes
@@ -139,6 +157,9 @@ class Store:
                 _migrate.migrate(self.engine)
             else:
                 _migrate.check(self.engine)
+        except SQLAlchemyError as exc:
+            self.close()
+            raise _dberrors.opening(exc, self.engine) from exc
         except BaseException:
             self.close()
             raise
@@ -163,24 +184,28 @@ class Store:
                 # Inside the caller's transaction: a savepoint, so a call that fails
                 # leaves the caller's transaction as it was (and usable).
                 with self._bound.begin_nested():
+                    _rls.set_tenant(self._bound, self.tenant)
                     yield self._bound
                 return
             with self.engine.connect() as conn:
                 if write:
                     conn = conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
+                    _rls.set_tenant(conn, self.tenant)
                     yield conn
         except ConvotreeError:
             raise
-        except DBAPIError as exc:
-            raise StoreError(f"the database refused the operation: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise _dberrors.translate(exc) from exc
 
     @contextlib.contextmanager
     def _single_statement(self) -> Iterator[Connection | None]:
         """A connection for ONE statement that is a whole write: on PostgreSQL, outside a
         caller's transaction, in autocommit mode (the statement is its own transaction,
         with no BEGIN and COMMIT round trips). None elsewhere: use ``_transaction``."""
-        if self._bound is not None or self.engine.dialect.name != "postgresql":
+        if (self._bound is not None or self.engine.dialect.name != "postgresql"
+                or not _rls.known_inactive(self.engine)):
+            # (Under row-level security the tenant setting needs a transaction.)
             yield None
             return
         try:
@@ -188,8 +213,8 @@ class Store:
                 yield conn.execution_options(isolation_level="AUTOCOMMIT")
         except ConvotreeError:
             raise
-        except DBAPIError as exc:
-            raise StoreError(f"the database refused the operation: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise _dberrors.translate(exc) from exc
 
     @contextlib.contextmanager
     def _one_read(self) -> Iterator[Connection]:
@@ -206,9 +231,7 @@ class Store:
     def with_tenant(self, tenant: str) -> Store:
         """The same store (engine, options, binding) for another tenant: cheap, no
         query; what a multi-tenant service makes per request from one store."""
-        if not isinstance(tenant, str):
-            raise InvalidContent("tenant must be a string")
-        check_text(tenant, "tenant")
+        tenant = check_tenant(tenant)
         view = copy.copy(self)
         view.tenant, view._owns_engine = tenant, False
         return view
@@ -249,11 +272,12 @@ class Store:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
+                    _rls.set_tenant(conn, self.tenant)
                     yield self.bind(conn)
         except ConvotreeError:
             raise
-        except DBAPIError as exc:
-            raise StoreError(f"the database refused the operation: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise _dberrors.translate(exc) from exc
 
     # --- conversations ---------------------------------------------------------------
 
@@ -265,15 +289,39 @@ class Store:
         id: uuid.UUID | str | None = None,
         created_at: datetime | None = None,
     ) -> Conversation:
-        """Start a new, empty conversation."""
+        """Start a new, empty conversation.
+
+        ``id`` lets the caller choose the id (an import, an id minted elsewhere); an id
+        already in use raises ``ConversationExists``, the same error whether this
+        tenant or another one holds it.
+        """
+        self._check_conversation_fields(title, metadata)
+        conversation_id = None if id is None else _args.as_id(id, "id")
+        created_at = _args.timestamp(created_at, "created_at")
+        try:
+            with self._transaction(write=True) as conn:
+                return _ops.create_conversation(
+                    conn, tenant=self.tenant, title=title, metadata=metadata,
+                    conversation_id=conversation_id, created_at=created_at,
+                )
+        except StoreError as exc:
+            if conversation_id is not None and isinstance(exc.__cause__, IntegrityError):
+                raise _ops.id_in_use(conversation_id) from None
+            raise
+
+    def _check_conversation_fields(self, title: Any, metadata: Any) -> None:
+        """Title and metadata of a conversation: storable, and together no larger than
+        one message may be."""
         check_title(title)
         check_metadata(metadata)
-        with self._transaction(write=True) as conn:
-            return _ops.create_conversation(
-                conn, tenant=self.tenant, title=title, metadata=metadata,
-                conversation_id=as_uuid(id) if id is not None else None,
-                created_at=created_at,
-            )
+        size = len(title.encode("utf-8")) if isinstance(title, str) else 0
+        if isinstance(metadata, Mapping):
+            size += len(check_json(metadata, "metadata").encode("utf-8"))
+        if size > self.max_message_bytes:
+            raise ContentTooLarge(
+                f"the conversation's title and metadata are {size} bytes; this store "
+                f"accepts at most {self.max_message_bytes}", size=size,
+                limit=self.max_message_bytes)
 
     def get_conversation(self, conversation: ConversationRef) -> Conversation:
         """The conversation as it is now (title, current node, clocks)."""
@@ -289,6 +337,8 @@ class Store:
 
         Pass the last conversation of a page as ``before`` to get the next page.
         """
+        limit = _args.limit(limit)
+        before = _args.conversation_or_none(before, "before")
         with self._transaction(write=False) as conn:
             return _ops.list_conversations(conn, tenant=self.tenant, limit=limit, before=before)
 
@@ -300,13 +350,12 @@ class Store:
         metadata: Mapping[str, Any] | None = _ops.UNSET,
     ) -> Conversation:
         """Change the title and/or replace the metadata; arguments not given stay."""
-        if title is not _ops.UNSET:
-            check_title(title)
-        if metadata is not _ops.UNSET:
-            check_metadata(metadata)
+        self._check_conversation_fields(None if title is _ops.UNSET else title,
+                                        None if metadata is _ops.UNSET else metadata)
+        conversation_id = _conversation_id(conversation)
         with self._transaction(write=True) as conn:
             return _ops.update_conversation(
-                conn, tenant=self.tenant, conversation_id=_conversation_id(conversation),
+                conn, tenant=self.tenant, conversation_id=conversation_id,
                 title=title, metadata=metadata,
             )
 
@@ -317,10 +366,9 @@ class Store:
 
     def delete_conversation(self, conversation: ConversationRef) -> None:
         """Delete a conversation with all its nodes, in one transaction."""
+        conversation_id = _conversation_id(conversation)
         with self._transaction(write=True) as conn:
-            _ops.delete_conversation(
-                conn, tenant=self.tenant, conversation_id=_conversation_id(conversation)
-            )
+            _ops.delete_conversation(conn, tenant=self.tenant, conversation_id=conversation_id)
 
     # --- writing nodes -----------------------------------------------------------------
 
@@ -362,6 +410,7 @@ class Store:
         """
         conversation_id = _conversation_id(conversation)
         parent_id = None if parent is None else _node_id(parent)
+        set_current = _args.flag(set_current, "set_current")
         if isinstance(parent, Node) and parent.conversation_id != conversation_id:
             raise InvalidParent(
                 f"parent {parent.id} belongs to conversation {parent.conversation_id}, "
@@ -398,8 +447,14 @@ class Store:
         call that was not made, leaves the database as it was). Each item of
         ``messages`` holds ``append`` keywords (``role``, ``content``, ``tool_call_id``…).
         """
+        parent = _args.node(parent, "parent")
+        set_current = _args.flag(set_current, "set_current")
+        if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+            raise InvalidArgument("messages must be a list of dicts of append keywords")
         prepared = []
         for index, fields in enumerate(messages):
+            if not isinstance(fields, Mapping):
+                raise InvalidArgument(f"message {index} must be a dict of append keywords")
             unknown = set(fields) - _APPEND_FIELDS
             if unknown:
                 raise InvalidContent(f"message {index}: unknown fields {sorted(unknown)}")
@@ -426,6 +481,8 @@ class Store:
             "name": None, "tool_calls": None, "tool_call_id": None, "input_tokens": None,
             "output_tokens": None, "pinned": False, "metadata": None, "created_at": None}
         values.update(fields)
+        if model is not None and not isinstance(model, str):
+            raise InvalidArgument(f"model must be a string, not {model!r}")
         return prepare_message(
             kind=kind, role=role, content=content, model=model,
             encoding=tokens.encoding_for_model(model) if model else self.encoding,
@@ -437,6 +494,16 @@ class Store:
         The original stays, as its own branch. Role, name and model are copied from
         ``node`` unless given in ``fields`` (any ``append`` keyword).
         """
+        node = _args.node(node)
+        if node.kind != "message":
+            raise InvalidParent(
+                "a summary is not edited: it is a cache of the messages above it (delete "
+                "it with delete_subtree(summary), or store another with add_summary)",
+                conversation_id=node.conversation_id, node_id=node.id)
+        if "parent" in fields:
+            raise InvalidArgument("edit() keeps the node's parent; to write elsewhere, "
+                                  "use append(parent=...)")
+        self.node(node.conversation_id, node.id)   # NodeNotFound if it was deleted
         fields.setdefault("role", node.role)
         fields.setdefault("name", node.name)
         fields.setdefault("model", node.model)
@@ -454,6 +521,7 @@ class Store:
 
     def delete_subtree(self, node: Node) -> int:
         """Delete a node and everything below it (one transaction); returns the count."""
+        node = _args.node(node)
         with self._transaction(write=True) as conn:
             return _ops.delete_subtree(
                 conn, tenant=self.tenant, conversation_id=node.conversation_id, node_id=node.id
@@ -495,6 +563,23 @@ class Store:
         # conversations (every command-line call) does not pay for it.
         from ._assemble import assemble
         from .summaries import SUMMARY_HEADER, SummaryOptions
+
+        node = _args.node(node)
+        if not isinstance(model, str) or not model:
+            raise InvalidArgument(f"model must be a model name such as 'gpt-4o', not "
+                                  f"{model!r}")
+        budget = _args.count(budget, "budget", optional=True)   # 0: BudgetExceeded
+        reserve_output = _args.required_count(reserve_output, "reserve_output")
+        tools = _args.tools(tools)
+        format = _args.choice(format, "format", ("chat", "responses"))
+        if policy is not None and not callable(getattr(policy, "select", None)):
+            raise InvalidArgument("policy must have a select(window, budget) method (see "
+                                  "convotree.PruningPolicy)")
+        if summary_options is not None and not isinstance(summary_options, SummaryOptions):
+            raise InvalidArgument("summary_options must be a convotree.SummaryOptions")
+        if summarizer is not None and not callable(getattr(summarizer, "summarize", None)):
+            raise InvalidArgument("summarizer must have a summarize(request) method (see "
+                                  "convotree.Summarizer)")
 
         def build(options: SummaryOptions | None) -> tuple[Context, SummaryPlan | None]:
             with self._one_read() as conn:
@@ -555,6 +640,7 @@ class Store:
         ``api_items`` holds what the Responses API should receive instead of the text
         (an OpenAI compaction item); Chat Completions requests get ``content``.
         """
+        covered = _args.node(covered, "covered")
         if covered.kind != "message":
             raise InvalidParent("a summary covers messages, not another summary",
                                 conversation_id=covered.conversation_id, node_id=covered.id)
@@ -564,6 +650,10 @@ class Store:
             metadata=metadata)
         base_id = None if base is None else _node_id(base)
         with self._transaction(write=True) as conn:
+            if base_id is not None:
+                _ops.check_summary_base(conn, tenant=self.tenant,
+                                        conversation_id=covered.conversation_id,
+                                        covered_id=covered.id, base_id=base_id)
             _ops.insert_summary(conn, tenant=self.tenant, conversation_id=covered.conversation_id,
                                 covered_id=covered.id, base_id=base_id, message=message)
             return next(node for node in _ops.children(
@@ -576,7 +666,19 @@ class Store:
         Every summary that covers the node is deleted in the same transaction, so no
         summary keeps what was removed; the next context with a summarizer makes a
         new one. Tool calls and ids stay, so the branch keeps its shape.
+
+        Summaries themselves are not redacted (``InvalidKind``): a summary is a cache
+        of the messages above it, so redact those messages (which deletes the summary)
+        or delete the summary with ``delete_subtree(summary)``.
         """
+        node = _args.node(node)
+        if node.kind != "message":
+            raise InvalidKind(
+                "a summary is not redacted: redact the messages it summarizes (that deletes "
+                "every summary covering them) or delete it with delete_subtree(summary)",
+                conversation_id=node.conversation_id, node_id=node.id)
+        if not isinstance(replacement, str):
+            raise InvalidArgument("replacement must be a string")
         message = prepare_message(
             kind=node.kind, role=node.role, content=replacement, name=node.name,
             tool_calls=node.tool_calls, tool_call_id=node.tool_call_id, model=node.model,
@@ -593,10 +695,10 @@ class Store:
 
     def node(self, conversation: ConversationRef, node_id: uuid.UUID | str) -> Node:
         """One node of a conversation by id."""
+        conversation_id, node_uuid = _conversation_id(conversation), _node_id(node_id)
         with self._one_read() as conn:
-            return _ops.get_node(conn, tenant=self.tenant,
-                                 conversation_id=_conversation_id(conversation),
-                                 node_id=_node_id(node_id))
+            return _ops.get_node(conn, tenant=self.tenant, conversation_id=conversation_id,
+                                 node_id=node_uuid)
 
     def current(self, conversation: ConversationRef) -> Node | None:
         """The conversation's current node, or None before its first message."""
@@ -610,12 +712,14 @@ class Store:
 
     def path(self, node: Node) -> list[Node]:
         """The branch ending at ``node``: root first, ``node`` last (one recursive CTE)."""
+        node = _args.node(node)
         with self._one_read() as conn:
             return _ops.path(conn, tenant=self.tenant, conversation_id=node.conversation_id,
                              node_id=node.id)
 
     def children(self, node: Node) -> list[Node]:
         """The nodes directly under ``node``, oldest first."""
+        node = _args.node(node)
         with self._one_read() as conn:
             return _ops.children(conn, tenant=self.tenant,
                                  conversation_id=node.conversation_id, node_id=node.id)

@@ -88,6 +88,29 @@ ENCODING_URLS = {
 }
 
 
+#: tiktoken's own encodings, known without importing it (a store opens fast).
+_BUILTIN_ENCODINGS = frozenset({"gpt2", "r50k_base", "p50k_base", "p50k_edit", "cl100k_base",
+                                "o200k_base", "o200k_harmony"})
+
+
+def check_encoding_name(name: Any) -> str:
+    """Refuse an encoding tiktoken does not have, when a store is made (not at its first
+    message); the name is only looked up, nothing is loaded or downloaded."""
+    from .errors import ConfigurationError
+
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"encoding must be a tiktoken encoding name, not {name!r}")
+    if name in _BUILTIN_ENCODINGS:
+        return name
+    import tiktoken
+
+    if name not in tiktoken.list_encoding_names():
+        raise ConfigurationError(
+            f"unknown tiktoken encoding {name!r}; known: "
+            f"{', '.join(sorted(tiktoken.list_encoding_names()))}")
+    return name
+
+
 @functools.cache
 def _encoding(name: str) -> Any:
     import tiktoken
