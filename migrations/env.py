@@ -52,11 +52,18 @@ def run(connection: Connection) -> None:
         transactional_ddl=True,
         compare_type=True,
         compare_server_default=True,
+        # convotree's per-step log (convotree.migrate passes it; absent from the
+        # alembic command line, where alembic ignores None).
+        on_version_apply=config.attributes.get("on_version_apply"),
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": MIGRATION_LOCK_KEY})
+            # Under row-level security (convotree db enable-rls) a data migration run
+            # by a role the policies apply to would silently touch no rows: make that
+            # an error instead (superusers and table owners without FORCE bypass it).
+            connection.execute(text("SET LOCAL row_security = off"))
         context.run_migrations()
 
 

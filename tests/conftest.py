@@ -25,6 +25,8 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+pytest_plugins = ["tests.log_canary"]
+
 import convotree  # noqa: E402
 from convotree._engine import MIGRATION_OPTION  # noqa: E402
 from tests import sql_audit, twins  # noqa: E402

@@ -63,7 +63,8 @@ def parsers() -> list[list[str]]:
     commands = [[name] for name in ("demo", "ls", "show", "path", "context", "import",
                                     "export", "report", "db")]
     return [[], *commands, *(["db", action] for action in
-                             ("upgrade", "downgrade", "current", "check"))]
+                             ("upgrade", "downgrade", "current", "check", "enable-rls",
+                              "disable-rls"))]
 
 
 @pytest.mark.parametrize("argv", parsers(), ids=lambda a: " ".join(a) or "convotree")

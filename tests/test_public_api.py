@@ -18,6 +18,10 @@ PUBLIC = {
     "__version__", "check_schema", "create_async_engine", "create_engine", "current_revision",
     "downgrade",
     "errors", "migrate", "tokens",
+    # Reliability and security (issue 15): row-level security, secret-safe URLs, the
+    # slow-statement log.
+    "RowLevelSecurity", "enable_row_level_security", "disable_row_level_security",
+    "safe_url", "install_slow_statement_log",
 }
 
 

@@ -44,6 +44,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SummaryResult": (".summaries", "SummaryResult"),
     "Turn": (".chat", "Turn"),
     "Window": (".context", "Window"),
+    "RowLevelSecurity": ("._rls", "RowLevelSecurity"),
+    "disable_row_level_security": ("._rls", "disable_row_level_security"),
+    "enable_row_level_security": ("._rls", "enable_row_level_security"),
+    "install_slow_statement_log": ("._log", "install_slow_statement_log"),
+    "safe_url": ("._log", "safe_url"),
     "check_schema": ("._migrate", "check"),
     "create_async_engine": ("._engine", "create_async_engine"),
     "create_engine": ("._engine", "create_engine"),
@@ -56,8 +61,10 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 if TYPE_CHECKING:
     from . import tokens
     from ._engine import create_async_engine, create_engine
+    from ._log import install_slow_statement_log, safe_url
     from ._migrate import check as check_schema
     from ._migrate import current_revision, downgrade, migrate
+    from ._rls import RowLevelSecurity, disable_row_level_security, enable_row_level_security
     from .chat import Chat, ChatStream, Turn
     from .chat_async import AsyncChat, AsyncChatStream
     from .context import (
@@ -117,6 +124,7 @@ __all__ = [
     "Node",
     "OpenAISummarizer",
     "PruningPolicy",
+    "RowLevelSecurity",
     "Selection",
     "Store",
     "Summarizer",
@@ -130,8 +138,12 @@ __all__ = [
     "create_async_engine",
     "create_engine",
     "current_revision",
+    "disable_row_level_security",
     "downgrade",
+    "enable_row_level_security",
     "errors",
+    "install_slow_statement_log",
     "migrate",
+    "safe_url",
     "tokens",
 ]

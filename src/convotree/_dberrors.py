@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from ._log import safe_url
 from .errors import ConfigurationError, ConvotreeError, StoreBusy, StoreError, StoreUnavailable
 
 #: SQLSTATEs that mean "busy, try again": serialization failure, deadlock, lock not
@@ -45,10 +46,19 @@ def translate(exc: SQLAlchemyError, doing: str = "the operation") -> StoreError:
     orig = getattr(exc, "orig", None)
     state = _sqlstate(orig)
     detail = _one_line(orig if orig is not None else exc)
+    if "readonly database" in detail:
+        return StoreError(f"the SQLite database is read-only here, so {doing} cannot write "
+                          "(the file, or its folder for the -wal and -shm files, is not "
+                          f"writable by this process): {detail}")
     if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or (
             state is not None and (state.startswith(_GONE_CLASSES) or state in _GONE_STATES)):
         return StoreUnavailable(f"the database connection was lost during {doing}; nothing "
                                 f"of it was committed unless it had finished: {detail}")
+    if state == "57014":
+        return StoreBusy(f"{doing} was cancelled (statement_timeout, or a cancel request); "
+                         "nothing was written. A retry may succeed once the database is less "
+                         "busy; a statement that always takes longer needs a larger "
+                         f"statement_timeout: {detail}")
     if state in _BUSY_STATES:
         return StoreBusy(f"the database was busy during {doing} (a lock or statement "
                          f"timeout, or a conflict with another transaction); nothing was "
@@ -65,7 +75,7 @@ def opening(exc: SQLAlchemyError, engine: Engine) -> ConvotreeError:
     (``StoreUnavailable``: start it, or retry), or the URL names something that is not
     there or not allowed (``ConfigurationError``: a missing database, a wrong user, a
     file that cannot be opened). The URL is shown without its password."""
-    where = engine.url.render_as_string(hide_password=True)
+    where = safe_url(engine)
     translated = translate(exc, f"opening {where}")
     if isinstance(translated, StoreBusy):
         return translated

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
+from ._log import install_slow_statement_log
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -74,14 +75,17 @@ def _parsed(url: str | URL) -> URL:
     return parsed
 
 
-def create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_async_engine(url: str, *, busy_timeout_ms: int | None = None, **kwargs: Any
+                        ) -> AsyncEngine:
     """An SQLAlchemy ``AsyncEngine`` for convotree (what ``AsyncStore(url)`` makes).
 
     ``sqlite:///`` selects aiosqlite and ``postgresql://`` / ``postgresql+psycopg://``
     psycopg 3's async mode; ``postgresql+asyncpg://`` is accepted. On SQLite, convotree's
     connection and transaction hooks go on ``engine.sync_engine``, as SQLAlchemy's
-    recipe for the async SQLite dialects says.
+    recipe for the async SQLite dialects says. ``busy_timeout_ms`` as for
+    ``create_engine``.
     """
+    busy = _busy_timeout(busy_timeout_ms)
     parsed = _parsed(url)
     if parsed.drivername not in ASYNC_ACCEPTED:
         parsed = parsed.set(drivername=ASYNC_DRIVERS[parsed.get_backend_name()])
@@ -89,8 +93,9 @@ def create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
         from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
         engine = sa_create_async_engine(parsed, **kwargs)
-    configure_sqlite(engine.sync_engine)
+    configure_sqlite(engine.sync_engine, busy_timeout_ms=busy)
     configure_postgresql(engine.sync_engine)
+    install_slow_statement_log(engine.sync_engine)
     return engine
 
 
@@ -105,13 +110,16 @@ def _driver_needed(parsed: URL, extra: str) -> Iterator[None]:
             f"({exc.name or exc}): pip install \"{extra}\"") from exc
 
 
-def create_engine(url: str, **kwargs: Any) -> Engine:
+def create_engine(url: str, *, busy_timeout_ms: int | None = None, **kwargs: Any) -> Engine:
     """Create an SQLAlchemy engine for convotree (SQLite or PostgreSQL URL).
 
     Use this instead of ``sqlalchemy.create_engine`` when you share one engine
     between convotree and your application on SQLite: it turns on foreign keys and
-    proper transactions for every connection.
+    proper transactions for every connection. ``busy_timeout_ms`` (SQLite): how long
+    a writer waits for another one's lock before ``StoreBusy`` (default 30 s). Other
+    keywords go to ``sqlalchemy.create_engine``.
     """
+    busy = _busy_timeout(busy_timeout_ms)
     parsed = _parsed(url)
     if parsed.drivername in SYNC_DRIVERS:
         # The bare scheme would pick psycopg2; convotree is tested with psycopg 3. An
@@ -119,9 +127,19 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         parsed = parsed.set(drivername=SYNC_DRIVERS[parsed.drivername])
     with _driver_needed(parsed, "convotree[postgres]"):
         engine = sa_create_engine(parsed, **kwargs)
-    configure_sqlite(engine)
+    configure_sqlite(engine, busy_timeout_ms=busy)
     configure_postgresql(engine)
+    install_slow_statement_log(engine)
     return engine
+
+
+def _busy_timeout(value: Any) -> int:
+    if value is None:
+        return SQLITE_BUSY_TIMEOUT_MS
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
+        raise ConfigurationError(f"busy_timeout_ms must be a number of milliseconds, not "
+                                 f"{value!r}")
+    return value
 
 
 _LIVENESS = "convotree_liveness"
@@ -154,9 +172,12 @@ def configure_postgresql(engine: Engine) -> None:
 
 def _idle_socket_is_quiet(raw: Any) -> bool:
     """False when the connection's socket has something to read while idle."""
+    if not hasattr(raw, "fileno"):   # asyncpg: no socket to look at, ask the driver
+        is_closed = getattr(raw, "is_closed", None)
+        return not (callable(is_closed) and is_closed())
     try:
         fd = raw.fileno()
-    except Exception:   # closed, or a driver without a socket: let the pool decide
+    except Exception:   # closed: the pool connects afresh
         return False
     try:
         readable, _, _ = select.select([fd], [], [], 0)
@@ -165,7 +186,7 @@ def _idle_socket_is_quiet(raw: Any) -> bool:
     return not readable
 
 
-def configure_sqlite(engine: Engine) -> None:
+def configure_sqlite(engine: Engine, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     """Install convotree's SQLite connection and transaction handling on an engine."""
     if engine.dialect.name != "sqlite" or getattr(engine, _CONFIGURED, False):
         return
@@ -183,7 +204,7 @@ def configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode")
         if not memory and cursor.fetchone()[0] != "wal":
             # WAL lets readers work while one writer commits. Switching needs a moment
@@ -196,8 +217,26 @@ def configure_sqlite(engine: Engine) -> None:
         writing = connection.get_execution_options().get(WRITE_OPTION, False)
         # On the DBAPI cursor: a BEGIN needs no result object (it runs per read).
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
-        cursor.close()
+        statement = "BEGIN IMMEDIATE" if writing else "BEGIN"
+        try:
+            cursor.execute(statement)
+        except connection.dialect.loaded_dbapi.Error as exc:
+            # The begin event runs outside SQLAlchemy's error wrapping: wrap the driver
+            # error as SQLAlchemy would, so that a lock held past the busy timeout
+            # reaches the caller as StoreBusy like every other driver error.
+            raise DBAPIError.instance(statement, None, exc,
+                                      connection.dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        # A connection SQLite opened read-only stays read-only in the pool, even after
+        # the file becomes writable again: drop it (and only it) so the next call
+        # opens the file afresh. The error itself stays a refusal, not "retry".
+        if "readonly database" in str(context.original_exception):
+            context.is_disconnect = True
+            context.invalidate_pool_on_disconnect = False
 
     setattr(engine, _CONFIGURED, True)
     engine.dispose()  # connections opened before the hooks existed are not reused

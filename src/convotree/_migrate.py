@@ -12,21 +12,32 @@ Only ``migrate`` and ``downgrade`` load it.
 
 A SQLite file that does not exist is never created by a check: opening it would leave
 an empty file behind. ``migrate`` creates it (the folder must exist).
+
+Every run that changes the schema is logged at INFO under ``convotree.migrations``: the
+database (``safe_url``: never a password), the revision it starts from and the one it
+ends at, each step with its duration, and the whole run's; a run that fails is a
+WARNING saying it was rolled back and where the schema still is. A run with nothing
+to do (the usual start-up ``migrate``) logs at DEBUG only. Nothing logged here holds
+data from the tables: a failure is logged by its error class and first line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, column, inspect, select, table
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from . import _dberrors
 from ._engine import MIGRATION_OPTION, WRITE_OPTION, check_engine, create_engine, sqlite_file
+from ._log import get_logger, redact_urls, safe_revision, safe_url
 from ._schema import SCHEMA_REVISION, VERSION_TABLE
 from .errors import ConfigurationError, MigrationError, SchemaOutOfDate, UnknownRevision
 
@@ -46,6 +57,10 @@ UPGRADE_HINT = (
 )
 
 _VERSION = table(VERSION_TABLE, column("version_num"))
+_log = get_logger("migrations")
+#: The key of ``Config.attributes`` under which env.py finds the per-step callback
+#: (alembic's ``on_version_apply``).
+STEP_CALLBACK = "on_version_apply"
 
 
 def migrations_dir() -> Path:
@@ -91,6 +106,49 @@ def _engine_for(url_or_engine: str | Engine) -> Iterator[Engine]:
 _ALEMBIC_LOCK = threading.Lock()
 
 
+class _Steps:
+    """Alembic's ``on_version_apply`` callback: logs each step as it is applied.
+
+    A step's duration is the time since the previous step was applied (the first
+    one's: since the run began, which includes waiting for the migration lock).
+    """
+
+    def __init__(self, action: str, where: str, started: float) -> None:
+        self.action, self.where = action, where
+        self.last = started
+        self.done: list[str] = []
+
+    def __call__(self, *, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        now = time.perf_counter()
+        source = ",".join(step.source_revision_ids) or "base"
+        destination = ",".join(step.destination_revision_ids) or "base"
+        revision = step.up_revision
+        doc = (getattr(revision, "doc", "") or "").strip().splitlines()
+        _log.info("%s step %s -> %s (%s) on %s: %.1f ms", self.action, source, destination,
+                  doc[0] if doc else "no description", self.where, (now - self.last) * 1000,
+                  extra={"convotree_duration_ms": (now - self.last) * 1000})
+        self.last = now
+        self.done.append(destination)
+
+
+def _failed(action: str, revision: str, where: str, before: str | None, started: float,
+            exc: BaseException) -> None:
+    """The WARNING for a failed run: the error by its class and first line only (a
+    driver's DETAIL line can quote row values), the revision argument only if it
+    looks like one, URL passwords masked."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    shown = safe_revision(revision)
+    first = lines[0] if lines else ""
+    if shown.startswith("<"):   # alembic quotes the revision it could not find
+        first = first.replace(revision, shown)
+    first = redact_urls(first)
+    _log.warning("%s of %s to %s failed after %.1f ms and was rolled back; the schema is "
+                 "still at %s: %s%s", action, where, shown,
+                 (time.perf_counter() - started) * 1000, before or "base",
+                 type(cause).__name__, f": {first}" if first else "")
+
+
 def _run(url_or_engine: str | Engine, action: str, revision: str) -> None:
     from alembic import command
     from alembic.util import CommandError
@@ -103,23 +161,53 @@ def _run(url_or_engine: str | Engine, action: str, revision: str) -> None:
             raise ConfigurationError(
                 f"cannot create the SQLite database {missing}: the folder "
                 f"{missing.parent} does not exist")
-        before = None if missing is not None else current_revision(engine)
+        try:
+            before = None if missing is not None else current_revision(engine)
+        except SQLAlchemyError as exc:   # the database cannot be reached or opened
+            raise _dberrors.opening(exc, engine) from exc
+        where = safe_url(engine.url)
+        started = time.perf_counter()
+        steps = _Steps(action, where, started)
+        nothing_to_do = (action == "upgrade" and revision in ("head", SCHEMA_REVISION)
+                         and before == SCHEMA_REVISION)
+        _log.log(logging.DEBUG if nothing_to_do else logging.INFO,
+                 "%s of %s from %s to %s: starting", action, where, before or "base",
+                 safe_revision(revision))
         try:
             with engine.connect().execution_options(
                     **{WRITE_OPTION: True, MIGRATION_OPTION: True}) as connection:
                 config = _config()
                 config.attributes["connection"] = connection
+                config.attributes[STEP_CALLBACK] = steps
                 getattr(command, action)(config, revision)
                 connection.commit()
         except CommandError as exc:
+            _failed(action, revision, where, before, started, exc)
             raise UnknownRevision(
                 f"cannot {action} to {revision!r}: {exc} (revisions: "
                 f"{', '.join(_known_revisions())}, head, base)", revision=revision) from exc
         except DBAPIError as exc:
+            _failed(action, revision, where, before, started, exc)
             # The run is one transaction (migrations/env.py): nothing of it stayed.
             raise MigrationError(
                 f"{action} to {revision!r} failed and was rolled back, the schema is "
                 f"still at {before or 'base'}: {exc.orig}", revision=before) from exc
+        except Exception as exc:
+            _failed(action, revision, where, before, started, exc)
+            raise
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        # Without env.py's forwarding of the callback no step is reported: ask the
+        # database (one SELECT) rather than claim nothing changed.
+        after = steps.done[-1] if steps.done else current_revision(engine)
+        after = None if after == "base" else after
+        # (No steps reported while the revision changed: env.py did not pass the
+        # callback on; the count is then unknown, not 0.)
+        count = (f"{len(steps.done)} step(s)" if steps.done or after == before
+                 else "steps not reported")
+        _log.log(logging.DEBUG if after == before else logging.INFO,
+                 "%s of %s from %s to %s: %s in %.1f ms", action, where,
+                 before or "base", after or "base", count, elapsed_ms,
+                 extra={"convotree_duration_ms": elapsed_ms})
 
 
 def _known_revisions() -> list[str]:

@@ -455,8 +455,8 @@ def enter(conn: Connection) -> bool:
         some, every, bypasses = conn.exec_driver_sql(_IS_ACTIVE).one()
         if some and not every:
             _warn(engine, "row-level security is on for some of convotree's tables only "
-                          "(a table added by an upgrade?): run `convotree db enable-rls` "
-                          "again")
+                          "(a table added by an upgrade?): run "
+                          "`convotree db enable-rls [--url URL]` again")
         if some and bypasses:
             _warn(engine, "this database connects as a superuser or BYPASSRLS role: "
                           "PostgreSQL does not apply convotree's row-level security to it "

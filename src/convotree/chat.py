@@ -7,25 +7,51 @@ a node under the message it answers. Every operation is an append at the right
 parent: regenerating, editing and forking copy no history.
 
 What the wire looks like lives in ``_wire`` (pure, shared with the async helper).
+
+Failures (see docs/chat.md, "Failures"): the ``openai`` client's own exceptions pass
+through unwrapped, after its own retries (``max_retries``, ``retry-after``), which
+this module never adds to or cuts short; what convotree detects itself (an answer that
+is not JSON, not a completion, or a stream that ends before its final event) is a
+``ChatError``. Either way the user's message stays stored, and an answer is stored
+only whole, or (a stream that broke after some text) marked ``incomplete``.
+
+Logging goes to ``convotree.chat``: INFO for a failed request (the error's type and
+HTTP status, and what was kept: node ids), DEBUG for sizes. Never content, metadata
+values, keys or request bodies: a record is something an operator may ship anywhere.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Required, TypedDict, Unpack
 
 from . import _io, _wire
+from ._log import get_logger
 from ._validate import Content
 from .context import Context, PruningPolicy, resolve_budget
-from .errors import ChatError, ConfigurationError, InvalidContent, ToolCallMismatch, ToolStepLimit
+from .errors import (
+    ChatError,
+    ConfigurationError,
+    IncompleteAnswer,
+    InvalidContent,
+    ToolCallMismatch,
+    ToolStepLimit,
+    UnreadableAnswer,
+)
 from .models import Conversation, Node
 from .store import ConversationRef, Store
 from .summaries import Summarizer, SummaryOptions
 
 __all__ = ["Chat", "ChatOptions", "ChatStream", "Turn"]
+
+logger = get_logger("chat")
+
+#: Why a stream that stopped without its final event is incomplete.
+_ENDED_EARLY = "the stream ended before the answer was complete"
 
 
 class ChatOptions(TypedDict, total=False):
@@ -137,10 +163,20 @@ class Chat:
         already stored), or to answer a message stored some other way.
         """
         request, context, raw = self._send_request(node, create, stream=False)
+        problem = _not_an_answer(raw, self.api)
+        if problem is not None:
+            error = UnreadableAnswer(f"the API's answer cannot be read: {problem}; nothing of it "
+                              "was stored", conversation_id=node.conversation_id,
+                              node_id=node.id)
+            self._failed(request, context, node, error)
+            raise error
         answer = (_wire.parse_chat_completion(raw) if self.api == "chat"
                   else _wire.parse_response(raw))
         stored = self._store(node, answer, context)
         self.last = Turn(request, context, stored)
+        logger.debug("answer %s stored under %s (conversation %s): %d output tokens, "
+                     "finish_reason %s", stored.id, node.id, node.conversation_id,
+                     stored.output_tokens or 0, stored.finish_reason)
         return stored
 
     def regenerate(self, /, answer: Node, **create: Any) -> Node:
@@ -204,20 +240,25 @@ class Chat:
         context = self.store.context(
             node, model=model, budget=self.budget, reserve_output=reserve,
             format="responses", policy=self.policy)
-        if method == "endpoint":
-            compact = getattr(self.client.responses, "compact", None)
-            if compact is not None:
-                result = compact(model=model, input=context.messages, **compact_options)
-            else:   # an openai release older than the endpoint's method: same request
-                result = self.client.post(
+        def call() -> Any:
+            if method == "endpoint":
+                compact = getattr(self.client.responses, "compact", None)
+                if compact is not None:
+                    return compact(model=model, input=context.messages, **compact_options)
+                # an openai release older than the endpoint's method: same request
+                return self.client.post(
                     "/responses/compact", cast_to=object,
                     body={"model": model, "input": context.messages, **compact_options})
-        else:
             request = _wire.responses_request(
                 model, [*context.messages, _wire.COMPACTION_TRIGGER], None, compact_options,
                 stream=False)
-            result = self.client.responses.create(**request)
-        result = _io.resolve(result, what="the OpenAI client")
+            return self.client.responses.create(**request)
+
+        try:
+            result = _call_api(call, node)
+        except Exception as exc:
+            _log_failure("compaction request", exc, node, "nothing stored")
+            raise
         items = _wire.compaction_items([_wire.dump(i) for i in _wire.get(result, "output", [])])
         if items is None:
             raise ChatError("the API returned no compaction item", node_id=node.id,
@@ -341,27 +382,37 @@ class Chat:
 
     def _send_request(self, node: Node, create: Mapping[str, Any], *, stream: bool
                       ) -> tuple[dict[str, Any], Context, Any]:
-        """Assemble and send one request; a failure is recorded in ``last``, then raised."""
+        """Assemble and send one request; a failure is recorded in ``last``, logged and
+        raised (the client's own exception, or ``ChatError`` for a body it could not
+        decode). ``node`` is already committed: nothing is lost."""
         request, context = self._request(node, create, stream=stream)
+        logger.debug("request from %s (conversation %s): api %s, %d messages, %d of %d "
+                     "tokens, stream %s", node.id, node.conversation_id, self.api,
+                     len(context.messages), context.tokens, context.budget, stream)
+        create_call = (self.client.chat.completions.create if self.api == "chat"
+                       else self.client.responses.create)
         try:
-            if self.api == "chat":
-                raw = self.client.chat.completions.create(**request)
-            else:
-                raw = self.client.responses.create(**request)
             # AsyncChat's client returns a coroutine: awaited here, with no connection
             # held (the context's transaction is over).
-            raw = _io.resolve(raw, what="the OpenAI client")
+            raw = _call_api(lambda: create_call(**request), node)
         except Exception as exc:
-            self.last = Turn(request, context, error=f"{type(exc).__name__}: {exc}")
+            self._failed(request, context, node, exc)
             raise
         return request, context, raw
+
+    def _failed(self, request: dict[str, Any], context: Context, node: Node,
+                exc: BaseException) -> None:
+        """Record and log a request that produced no answer: only ``node`` was kept."""
+        self.last = Turn(request, context, error=f"{type(exc).__name__}: {exc}")
+        _log_failure("request", exc, node, f"kept {node.role} message {node.id}, "
+                     "no answer stored")
 
     def _store(self, parent: Node, answer: _wire.Answer, context: Context,
                error: str | None = None) -> Node:
         metadata: dict[str, Any] = {"api": self.api}
         if not answer.complete:
             metadata["incomplete"] = True
-            metadata["error"] = error or "the stream ended before the answer was complete"
+            metadata["error"] = error or _ENDED_EARLY
         elif error is not None:   # e.g. the connection dropped after the last text
             metadata["error"] = error
         if answer.dropped_tool_calls:
@@ -422,11 +473,11 @@ class ChatStream:
             self._finish("the caller stopped reading")
             raise
         except BaseException as exc:   # a dropped connection, Ctrl-C, ...
-            connection = _as_connection_error(exc, self._raw)
-            shown = connection if connection is not None else exc
-            self._finish(f"{type(shown).__name__}: {shown}".rstrip(": "))
-            if connection is not None:
-                raise connection from exc
+            translated = _stream_error(exc, self._raw, self._parent)
+            shown = translated if translated is not None else exc
+            self._finish(f"{type(shown).__name__}: {shown}".rstrip(": "), shown)
+            if translated is not None:
+                raise translated from exc
             raise
         failure = self._finish(None)
         if failure is not None:
@@ -438,6 +489,17 @@ class ChatStream:
             if request is None:
                 raise ChatError(f"the API reported a failure in the stream: {failure}")
             raise openai.APIError(failure, request, body=None)
+        if self.turn is not None and self.turn.incomplete:
+            # The body ended cleanly but before the answer's last event (no finish
+            # reason, no ``response.completed``): a proxy or server that gave up. The SDK
+            # sees a normal end; convotree sees half an answer, so the caller must too.
+            stored = self.node.id if self.node is not None else None
+            raise IncompleteAnswer(
+                _ENDED_EARLY + (
+                    f"; what arrived is stored as {stored}, marked incomplete"
+                    if stored is not None else "; nothing of the answer was stored"),
+                conversation_id=self._parent.conversation_id, node_id=self._parent.id,
+                answer_id=stored)
 
     def close(self) -> None:
         """Stop reading; store what arrived (if anything) as an incomplete answer."""
@@ -449,8 +511,11 @@ class ChatStream:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _finish(self, error: str | None) -> str | None:
-        """Store the answer once; return the failure the API reported in the stream."""
+    def _finish(self, error: str | None, exc: BaseException | None = None) -> str | None:
+        """Store the answer once; return the failure the API reported in the stream.
+
+        ``error`` says why the stream stopped (None: it ended by itself); ``exc`` is the
+        exception that stopped it, for the log."""
         if self._finished:
             return None
         self._finished = True
@@ -461,7 +526,7 @@ class ChatStream:
         failure = getattr(self._state, "failure", None)
         if failure is not None:
             answer = replace(answer, complete=False)
-        error = error or failure
+        error = error or failure or (None if answer.complete else _ENDED_EARLY)
         chat = self._chat
         # A complete answer is stored even when empty (its usage and response id are
         # facts); a cut one only if something arrived.
@@ -470,15 +535,82 @@ class ChatStream:
         self.turn = Turn(self.request, self.context, self.node,
                          incomplete=not answer.complete, error=error)
         chat.last = self.turn
+        parent = self._parent
+        kept = (f"kept {parent.role} message {parent.id}; "
+                + (f"partial answer stored as {self.node.id}, marked incomplete"
+                   if self.node is not None else "nothing of the answer stored"))
+        if exc is not None or failure is not None:
+            _log_failure("stream", exc, parent, kept, failure=failure is not None)
+        elif not answer.complete:
+            # The caller stopped reading (not a failure), or the body ended early (the
+            # ChatError raised after this is the failure: logged here, once).
+            stopped = error == "the caller stopped reading"
+            logger.log(logging.DEBUG if stopped else logging.INFO,
+                       "stream from %s (conversation %s) %s; %s", parent.id,
+                       parent.conversation_id,
+                       "stopped by the caller" if stopped
+                       else "ended before the answer was complete", kept)
+        if self.node is not None:
+            logger.debug("stream answer %s: %d characters, %d output tokens, complete %s",
+                         self.node.id, len(self.node.content or ""),
+                         self.node.output_tokens or 0, answer.complete)
         return failure
 
 
-def _as_connection_error(exc: BaseException, raw: Any) -> Exception | None:
-    """A transport error raised while reading a stream, as ``openai.APIConnectionError``.
+def _call_api(call: Callable[[], Any], node: Node) -> Any:
+    """Call the client (an async one's coroutine is awaited) and return its result.
 
-    Recent ``openai`` releases raise that for a connection cut mid-stream; older ones
-    let the HTTP library's own error through (``httpx.RemoteProtocolError``). Callers
-    handle the ``openai`` exception, whatever release they run."""
+    A 200 whose body is not valid JSON makes the ``openai`` client raise the JSON
+    decoder's ``ValueError``, which is neither its own exception nor a typed one:
+    convotree reports it as ``ChatError`` (cause chained), like the other answers it
+    cannot read. Every other exception is the client's own and passes through as it is.
+    """
+    try:
+        return _io.resolve(call(), what="the OpenAI client")
+    except json.JSONDecodeError as exc:
+        raise UnreadableAnswer("the API's answer is not valid JSON; nothing of it was stored",
+                        conversation_id=node.conversation_id, node_id=node.id) from exc
+
+
+def _not_an_answer(raw: Any, api: str) -> str | None:
+    """Why ``raw`` is not a Chat Completion / Response, or None if it is one.
+
+    The ``openai`` client hands back the body as text when the response is not JSON (a
+    proxy's HTML page with status 200), and builds its objects without validation, so
+    a ``{}`` becomes a completion without choices. Stored, either would read as an
+    empty, complete answer: refused instead."""
+    if isinstance(raw, str | bytes):
+        return f"the body is text, not JSON ({len(raw)} characters)"
+    if api == "chat":
+        choices = _wire.get(raw, "choices")
+        if not isinstance(choices, list) or not choices:
+            return "a chat completion without choices"
+        if _wire.get(choices[0], "message") is None:
+            return "a chat completion whose first choice has no message"
+        return None
+    if not isinstance(_wire.get(raw, "output"), list):
+        return "a response without an output list"
+    return None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return any(cls.__name__ in ("TimeoutException", "ReadTimeout")
+               for cls in type(exc).__mro__)
+
+
+def _stream_error(exc: BaseException, raw: Any, parent: Node) -> Exception | None:
+    """The typed error to raise for ``exc``, raised while reading a stream (None: raise
+    ``exc`` itself).
+
+    Recent ``openai`` releases raise ``APITimeoutError`` / ``APIConnectionError`` for a
+    stream that goes silent or is cut mid-way; older ones let the HTTP library's own
+    error through (``httpx.ReadTimeout``, ``httpx.RemoteProtocolError``): translated to
+    the same ``openai`` exceptions, so callers handle one set whatever release they run.
+    An event that is not JSON (the SDK raises the decoder's ``ValueError``) is a
+    ``ChatError``, as for a non-streamed answer."""
+    if isinstance(exc, json.JSONDecodeError):
+        return UnreadableAnswer("the stream carried an event that is not valid JSON",
+                         conversation_id=parent.conversation_id, node_id=parent.id)
     module = type(exc).__module__.split(".")[0]
     if module not in ("httpx", "httpx2", "httpcore", "httpcore2", "h11"):
         return None
@@ -487,7 +619,21 @@ def _as_connection_error(exc: BaseException, raw: Any) -> Exception | None:
     request: Any = getattr(getattr(raw, "response", None), "request", None)
     if request is None:
         return None
+    if _is_timeout(exc):
+        return openai.APITimeoutError(request=request)
     return openai.APIConnectionError(message=f"the stream was cut: {exc}", request=request)
+
+
+def _log_failure(what: str, exc: BaseException | None, node: Node, kept: str, *,
+                 failure: bool = False) -> None:
+    """One INFO record for a failed API call: the error's type and HTTP status, and
+    what was kept (ids only). Never the exception's text: an API error can quote the
+    request."""
+    kind = type(exc).__name__ if exc is not None else (
+        "in-stream API failure" if failure else "unknown error")
+    status = getattr(exc, "status_code", None)
+    logger.info("%s from %s (conversation %s) failed: %s%s; %s", what, node.id,
+                node.conversation_id, kind, f" (HTTP {status})" if status else "", kept)
 
 
 def _result_text(value: Any) -> str:

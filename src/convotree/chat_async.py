@@ -8,6 +8,12 @@ client, async summarizer and async tool functions are awaited on the event loop;
 sync tool functions run in a worker thread. No database connection is held while the
 API or a tool runs: each database step is its own transaction, before and after.
 
+Failures are ``Chat``'s too, being its code: the async client's exceptions pass through
+unwrapped after its own retries, an unreadable answer or a stream that ends early is a
+``ChatError``, the user's message stays stored, a broken stream's text is stored only
+marked incomplete, and the records go to the ``convotree.chat`` logger (docs/chat.md,
+"Failures"; tests/test_chat_faults.py runs every fault on both shells).
+
     chat = AsyncChat(store, openai.AsyncOpenAI(), model="gpt-4o-mini")
     answer = await chat.send(conv, "Plan a trip to Lisbon")
     async with chat.stream(answer, "Make it five days") as stream:

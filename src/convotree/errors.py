@@ -34,7 +34,11 @@ always left exactly as it was.
     │   ├── BudgetExceeded            the kept-always messages or the leaf do not fit
     │   └── IncompleteToolCalls       the leaf is a tool call still missing results
     ├── ChatError                     the chat helper cannot go on as asked
-    │   └── ToolStepLimit             a tool loop reached its step limit
+    │   ├── ToolStepLimit             a tool loop reached its step limit
+    │   ├── UnreadableAnswer          the API's answer (or a stream event) is not JSON
+    │   │                             or not a completion: nothing of it stored
+    │   └── IncompleteAnswer          a stream ended before its final event: what
+    │                                 arrived is stored marked incomplete (answer_id)
     └── StoreError                    the database refused an operation (driver error
         │                             translated at one boundary, cause chained)
         ├── StoreBusy                 a lock or a pooled connection did not come in
@@ -83,7 +87,9 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "ToolCallMismatch",
+    "IncompleteAnswer",
     "ToolStepLimit",
+    "UnreadableAnswer",
     "UnknownFormat",
     "UnknownModel",
     "UnknownRevision",
@@ -253,6 +259,23 @@ class ToolStepLimit(ChatError):
     def __init__(self, message: str, *, node: Any = None, **context: Any) -> None:
         super().__init__(message, **context)
         self.node = node
+
+
+class UnreadableAnswer(ChatError):
+    """The API answered with something that is not an answer: not JSON (an HTML error
+    page from a proxy), not a completion, or a stream event that is not JSON. Nothing
+    of it was stored; the user's message was, and ``Chat.reply`` retries the turn."""
+
+
+class IncompleteAnswer(ChatError):
+    """A streamed answer ended before its last event (no finish reason, no
+    ``response.completed``). What arrived is stored with ``metadata["incomplete"]``
+    (``answer_id``, None when nothing arrived); ``Chat.reply`` on the user's message
+    asks again."""
+
+    def __init__(self, message: str, *, answer_id: Any = None, **context: Any) -> None:
+        super().__init__(message, answer_id=answer_id, **context)
+        self.answer_id = answer_id
 
 
 class StoreError(ConvotreeError):

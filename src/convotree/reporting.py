@@ -51,7 +51,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from . import _args, _dberrors
+from . import _args, _dberrors, _rls
 from ._schema import conversations, nodes
 from .errors import ConfigurationError, InvalidArgument
 from .store import Store, check_tenant
@@ -238,7 +238,7 @@ class CrossTenant:
     def _call(self, report: Any, tenant: str, **options: Any) -> Any:
         if isinstance(self._source, Connection):
             return report(self._source, tenant=tenant, **options)
-        with self._source.connect() as conn:
+        with _rls.connect(self._source, tenant) as conn:   # scoped under RLS too
             return report(conn, tenant=tenant, **options)
 
     def totals(self, tenant: str) -> Totals:

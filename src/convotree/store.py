@@ -120,6 +120,24 @@ _conversation_id = _args.conversation_id
 _node_id = _args.node_id
 
 
+def _refuse_a_lost_transaction(bound: Connection, exc: SQLAlchemyError) -> None:
+    """On SQLite a full disk or an I/O error can roll back the WHOLE transaction, not
+    only the savepoint; the connection is then in autocommit, and every later call
+    of the caller's transaction would commit on its own while the caller believes it
+    is still inside one (and its earlier writes are gone). Make that impossible: drop
+    the connection, so the later calls and the caller's commit fail, and say so."""
+    if bound.dialect.name != "sqlite" or bound.invalidated:
+        return
+    driver = getattr(bound.connection, "driver_connection", None)
+    if driver is not None and getattr(driver, "in_transaction", True) is False:
+        cause = exc.__context__ if exc.__context__ is not None else exc
+        bound.invalidate()
+        raise StoreError(
+            "the database rolled back the whole transaction (SQLite does so on a full "
+            "disk or an I/O error): nothing of it was written, and the transaction "
+            f"cannot go on: {getattr(cause, 'orig', None) or cause}") from exc
+
+
 class Store:
     """Conversations as trees of messages in SQLite or PostgreSQL.
 
@@ -183,9 +201,13 @@ class Store:
             if self._bound is not None:
                 # Inside the caller's transaction: a savepoint, so a call that fails
                 # leaves the caller's transaction as it was (and usable).
-                with self._bound.begin_nested():
-                    _rls.set_tenant(self._bound, self.tenant)
-                    yield self._bound
+                try:
+                    with self._bound.begin_nested():
+                        _rls.set_tenant(self._bound, self.tenant)
+                        yield self._bound
+                except SQLAlchemyError as exc:
+                    _refuse_a_lost_transaction(self._bound, exc)
+                    raise
                 return
             with self.engine.connect() as conn:
                 if write:
@@ -562,7 +584,7 @@ class Store:
         # The assembler is loaded on first use: opening a store to list or read
         # conversations (every command-line call) does not pay for it.
         from ._assemble import assemble
-        from .summaries import SUMMARY_HEADER, SummaryOptions
+        from .summaries import SUMMARY_HEADER, SummaryOptions, log_outcome
 
         node = _args.node(node)
         if not isinstance(model, str) or not model:
@@ -593,6 +615,9 @@ class Store:
         options = (summary_options or SummaryOptions()) if summarizer is not None else None
         context, plan = build(options)
         if plan is None or summarizer is None:
+            if summarizer is not None:
+                log_outcome(context, conversation_id=node.conversation_id, node_id=node.id,
+                            summarizer=summarizer.name)
             return context
         try:
             # A coroutine (an async summarizer) is awaited when this runs in AsyncStore.
@@ -608,17 +633,23 @@ class Store:
         except ConfigurationError:
             raise   # an async summarizer given to the sync store: the caller's mistake
         except Exception as exc:  # any summarizer failure: prune without a new summary
-            return replace(context, report=replace(
+            pruned = replace(context, report=replace(
                 context.report, summarizer_calls=1,
                 summary_error=f"{type(exc).__name__}: {exc}"))
+            log_outcome(pruned, conversation_id=node.conversation_id, node_id=node.id,
+                        summarizer=summarizer.name)
+            return pruned
         with self._transaction(write=True) as conn:
             created = _ops.insert_summary(
                 conn, tenant=self.tenant, conversation_id=plan.conversation_id,
                 covered_id=plan.cut_id, base_id=plan.base_id, message=summary)
         fresh, _ = build(None)
-        return replace(fresh, report=replace(
+        made = replace(fresh, report=replace(
             fresh.report, summarizer_calls=1, summary_created=created,
             queries=fresh.report.queries + context.report.queries + 1))
+        log_outcome(made, conversation_id=node.conversation_id, node_id=node.id,
+                    summarizer=summarizer.name)
+        return made
 
     def add_summary(
         self,

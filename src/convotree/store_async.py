@@ -21,9 +21,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Unpack
 
-from . import _io
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import _dberrors, _io, _rls
 from ._io import twin
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ConvotreeError
 from .store import Store, StoreOptions, check_options
 
 if TYPE_CHECKING:
@@ -148,10 +150,16 @@ class AsyncStore:
         from ._engine import WRITE_OPTION
 
         store = await self.ready()
-        async with self.engine.connect() as connection:
-            connection = await connection.execution_options(**{WRITE_OPTION: True})
-            async with connection.begin():
-                yield self._view(store.bind(connection.sync_connection))  # type: ignore[arg-type]
+        try:
+            async with self.engine.connect() as connection:
+                connection = await connection.execution_options(**{WRITE_OPTION: True})
+                async with connection.begin():
+                    await connection.run_sync(_rls.set_tenant, store.tenant)
+                    yield self._view(store.bind(connection.sync_connection))  # type: ignore[arg-type]
+        except ConvotreeError:
+            raise
+        except SQLAlchemyError as exc:
+            raise _dberrors.translate(exc) from exc
 
     # --- every Store method, as a coroutine --------------------------------------------
 

@@ -9,17 +9,24 @@ and pinned messages and before the recent messages: ``system`` because every cha
 model accepts it (``developer`` is refused by older models) and because a summary is
 context the application supplies, not something the user said.
 
-Pure, apart from ``OpenAISummarizer`` calling the caller's own ``openai`` client.
+Pure, apart from ``OpenAISummarizer`` calling the caller's own ``openai`` client, and
+the log: ``convotree.summaries`` gets an INFO record when a summary is made or a
+summarizer fails (ids, token counts, the summarizer's name, the error's type and HTTP
+status), DEBUG for sizes; never the text of a message or summary.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from . import tokens
-from .context import Candidate
+from ._log import get_logger
+from .context import Candidate, Context
+from .errors import ChatError
 
 __all__ = [
     "SUMMARY_HEADER",
@@ -31,6 +38,8 @@ __all__ = [
     "SummaryResult",
     "Summarizer",
 ]
+
+logger = get_logger("summaries")
 
 #: Opens every summary's text: the model reads it as what it is.
 SUMMARY_HEADER = "Summary of the earlier conversation:\n"
@@ -164,7 +173,10 @@ class OpenAISummarizer:
 
     Errors (HTTP 500, 429, timeouts, ...) propagate as the ``openai`` exceptions; the
     assembler catches them, prunes without a new summary and reports the error. The
-    client's own retry settings apply. ``AsyncOpenAISummarizer`` is the same with an
+    client's own retry settings apply. An answer that is not a completion (a body that
+    is not JSON, no choices, no text) is a ``ChatError``, handled the same way: an empty
+    summary would hide the history it claims to cover. Each failure is logged at INFO
+    (type and HTTP status only). ``AsyncOpenAISummarizer`` is the same with an
     ``openai.AsyncOpenAI`` client, for ``AsyncStore`` / ``AsyncChat``.
     """
 
@@ -195,19 +207,45 @@ class OpenAISummarizer:
             max_completion_tokens=request.max_tokens, **self.create_kwargs)
 
     def _result(self, response: Any) -> SummaryResult:
-        usage = response.usage
+        if isinstance(response, str | bytes):   # the client's answer to a non-JSON body
+            raise ChatError("the summarizer's API answer is text, not JSON")
+        usage = getattr(response, "usage", None)
         if self.api == "responses":
-            return SummaryResult(
-                text=response.output_text, model=response.model,
-                input_tokens=getattr(usage, "input_tokens", None),
-                output_tokens=getattr(usage, "output_tokens", None))
-        return SummaryResult(
-            text=response.choices[0].message.content or "", model=response.model,
-            input_tokens=getattr(usage, "prompt_tokens", None),
-            output_tokens=getattr(usage, "completion_tokens", None))
+            text = getattr(response, "output_text", None)
+            input_tokens = getattr(usage, "input_tokens", None)
+            output_tokens = getattr(usage, "output_tokens", None)
+        else:
+            choices = getattr(response, "choices", None) or []
+            message = getattr(choices[0], "message", None) if choices else None
+            text = getattr(message, "content", None)
+            input_tokens = getattr(usage, "prompt_tokens", None)
+            output_tokens = getattr(usage, "completion_tokens", None)
+        if not isinstance(text, str) or not text.strip():
+            raise ChatError("the summarizer's API answer holds no summary text")
+        return SummaryResult(text=text, model=getattr(response, "model", None),
+                             input_tokens=input_tokens, output_tokens=output_tokens)
+
+    def _log_request(self, request: SummaryRequest) -> None:
+        logger.debug("summarizer %s: folding %d messages (previous summary: %s), at most "
+                     "%d tokens", self.name, len(request.messages),
+                     request.previous is not None, request.max_tokens)
+
+    def _failed(self, exc: Exception) -> None:
+        status = getattr(exc, "status_code", None)
+        logger.info("summarizer %s failed: %s%s; the context is pruned without a new "
+                    "summary", self.name, type(exc).__name__,
+                    f" (HTTP {status})" if status else "")
 
     def summarize(self, request: SummaryRequest) -> SummaryResult:
-        return self._result(self._call(request))
+        self._log_request(request)
+        try:
+            return self._result(self._call(request))
+        except json.JSONDecodeError as exc:   # a 200 whose body is broken JSON
+            self._failed(exc)
+            raise ChatError("the summarizer's API answer is not valid JSON") from exc
+        except Exception as exc:
+            self._failed(exc)
+            raise
 
 
 class AsyncOpenAISummarizer(OpenAISummarizer):
@@ -216,7 +254,41 @@ class AsyncOpenAISummarizer(OpenAISummarizer):
     and the same reading of the answer as the sync one)."""
 
     async def summarize(self, request: SummaryRequest) -> SummaryResult:  # type: ignore[override]
-        return self._result(await self._call(request))
+        self._log_request(request)
+        try:
+            return self._result(await self._call(request))
+        except json.JSONDecodeError as exc:
+            self._failed(exc)
+            raise ChatError("the summarizer's API answer is not valid JSON") from exc
+        except Exception as exc:
+            self._failed(exc)
+            raise
+
+
+def log_outcome(context: Context, *, conversation_id: uuid.UUID, node_id: uuid.UUID,
+                summarizer: str) -> None:
+    """Log what ``Store.context`` did with a summarizer: a summary made (INFO), one
+    reused (DEBUG), or a failure and the fallback (INFO: pruned, nothing written).
+
+    Ids, token counts and the summarizer's name only: a summary's text is the
+    conversation's content. The error is named by its type (the part of
+    ``report.summary_error`` before the colon), never its message."""
+    report = context.report
+    if report.summary_error is not None:
+        kind = report.summary_error.split(":", 1)[0]
+        logger.info("no new summary for conversation %s at node %s: summarizer %s failed "
+                    "(%s); pruned instead (%d of %d tokens, %d nodes dropped), nothing "
+                    "written", conversation_id, node_id, summarizer, kind, context.tokens,
+                    context.budget, report.dropped_count)
+    elif report.summary_created:
+        logger.info("summary %s made for conversation %s at node %s by %s: context %d of "
+                    "%d tokens, %d nodes kept, %d covered or dropped", report.summary_id,
+                    conversation_id, node_id, summarizer, context.tokens, context.budget,
+                    report.kept_count, report.dropped_count)
+    elif report.summary_id is not None:
+        logger.debug("summary %s reused for conversation %s at node %s: context %d of %d "
+                     "tokens", report.summary_id, conversation_id, node_id, context.tokens,
+                     context.budget)
 
 
 def plan_cut(suffix: Sequence[Candidate], room: int, keep_recent: float) -> int | None:

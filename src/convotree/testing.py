@@ -12,8 +12,14 @@ of Chat Completions when ``stream_options.include_usage`` is set; the
 ``response.completed`` event of Responses). It records every request body in
 ``calls``, counts input tokens, and can be scripted:
 
-- ``server.fail_next("500")`` (also ``"400"``, ``"429"`` with ``retry-after``, and
-  ``"timeout"``): the next requests fail, one mode each;
+- ``server.fail_next("500")``: the next requests fail, one mode each (``FAULTS``):
+  ``"400"``, ``"429"`` (with ``retry-after-ms``, and ``retry-after`` in seconds when
+  ``server.retry_after`` is set), ``"500"``; ``"timeout"`` (the answer comes after
+  ``timeout_sleep`` seconds); ``"malformed"`` (a 200 whose JSON body is cut in half);
+  ``"html"`` (a 200 with a proxy's HTML page); ``"cut"`` (a 200 whose body stops
+  half-way: the connection is closed); ``"hang"`` (a 200 whose body stops half-way and
+  the connection stays open, silent). On a streamed request ``"malformed"``, ``"cut"``
+  and ``"hang"`` hit the stream before its first text delta (``Reply`` for later);
 - ``POST /v1/responses/compact`` returns the user messages of the input and one
   opaque compaction item;
 - server-side compaction: a Responses request with ``context_management=[{"type":
@@ -24,9 +30,14 @@ of Chat Completions when ``stream_options.include_usage`` is set; the
   latest compaction item it carries are not counted (the item stands for them);
   ``server.compactions`` lists the compaction ids issued;
 - ``server.script(Reply(...))``: the next requests answer with that text, those tool
-  calls or reasoning items, or a stream cut after some deltas (the connection is
-  closed mid-body, as a dropped network does). Unscripted requests answer
-  "Notes: <the last words of the prompt>".
+  calls or reasoning items, or a stream that fails after some deltas: cut (the
+  connection is closed mid-body, as a dropped network does), hung (nothing more is
+  sent and the connection stays open), corrupted (an event that is not JSON), ended
+  early (a clean end without the final events) or failed in-band (the API's error
+  event). Unscripted requests answer "Notes: <the last words of the prompt>".
+
+Every request is recorded in ``calls`` with its path, body, fault and arrival time
+(``time.monotonic()``), so a test can see the client's retries and how long it waited.
 """
 
 from __future__ import annotations
@@ -37,19 +48,24 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .tokens import count_messages, count_text
 
-__all__ = ["FakeOpenAI", "Reply"]
+__all__ = ["FAULTS", "FakeOpenAI", "Reply"]
 
 ERRORS = {
     "400": (400, "invalid_request_error", "bad request"),
     "429": (429, "rate_limit_exceeded", "slow down"),
     "500": (500, "server_error", "boom"),
 }
+#: Faults that hit a 200 answer's body rather than its status.
+BODY_FAULTS = ("malformed", "html", "cut", "hang")
+#: Every mode ``fail_next`` takes.
+FAULTS = (*ERRORS, "timeout", *BODY_FAULTS)
 
 
 @dataclass
@@ -73,6 +89,9 @@ class Reply:
     fail_after: int | None = None
     #: Responses only: no message item in the output (an answer cut off while reasoning).
     omit_message: bool = False
+    hang_after: int | None = None
+    malformed_after: int | None = None
+    end_after: int | None = None
 
 
 class _Server(ThreadingHTTPServer):
@@ -99,13 +118,20 @@ class FakeOpenAI:
         #: False: report 0 prompt tokens instead of recounting each request (benchmarks:
         #: the recount would cost the server more than the client's work being measured).
         self.count_usage = count_usage
-        #: What a 429 asks the client to wait, in milliseconds (``retry-after-ms``).
-        self.retry_after_ms = 1
+        #: What a 429 asks the client to wait, in milliseconds (``retry-after-ms``;
+        #: None: no such header).
+        self.retry_after_ms: int | None = 1
+        #: What a 429 asks the client to wait, in seconds (the standard ``retry-after``
+        #: header, which OpenAI sends); None: no such header. The client reads
+        #: ``retry-after-ms`` first, so set that one to None to test this one.
+        self.retry_after: float | None = None
         #: Ids of the compaction items this server issued, oldest first.
         self.compactions: list[str] = []
         self._failures: deque[str] = deque()
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
+        #: Set when the server stops: stalled answers ("timeout", "hang") end at once.
+        self._stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,19 +153,29 @@ class FakeOpenAI:
 
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll: ``shutdown`` waits for the loop's next look at its flag.
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     def __enter__(self) -> FakeOpenAI:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
     def fail_next(self, *modes: str) -> None:
-        """The next requests fail, one mode each: "400", "429", "500" or "timeout"."""
+        """The next requests fail, one mode each (one of ``FAULTS``, see the module)."""
+        unknown = [mode for mode in modes if mode not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault {unknown[0]!r}: one of {', '.join(FAULTS)}")
         self._failures.extend(modes)
+
+    def stall(self) -> None:
+        """Wait ``timeout_sleep`` seconds, or less if the server stops meanwhile."""
+        self._stopping.wait(self.timeout_sleep)
 
     def script(self, *replies: Reply) -> None:
         """The next requests (after any failures) get these replies, in order."""
@@ -179,18 +215,37 @@ class FakeOpenAI:
             failure = self._failures.popleft() if self._failures else None
             reply = (self._replies.popleft() if self._replies and failure is None
                      else None)
-            self.calls.append({"path": path, "body": body, "failure": failure})
+            self.calls.append({"path": path, "body": body, "failure": failure,
+                               "at": time.monotonic()})
         if failure in ERRORS:
             status, kind, message = ERRORS[failure]
-            headers = ({"retry-after-ms": str(self.retry_after_ms)} if status == 429 else {})
+            headers: dict[str, str] = {}
+            if status == 429 and self.retry_after_ms is not None:
+                headers["retry-after-ms"] = str(self.retry_after_ms)
+            if status == 429 and self.retry_after is not None:
+                headers["retry-after"] = f"{self.retry_after:g}"
+            if status == 400:
+                # OpenAI's 400s quote the value they refuse: so does this one (the end
+                # of the last message), which is why an API error's text is content.
+                chat = path.endswith("/chat/completions")
+                _, last_text = _prompt(body, chat, "gpt-4o-mini", count=False)
+                message = f"Invalid value: {' '.join(last_text.split()[-3:])!r}"
             _send_json(handler, status, {"error": {"message": message, "type": kind,
                                                    "code": kind, "param": None}}, headers)
             return
         if failure == "timeout":
-            time.sleep(self.timeout_sleep)
+            self.stall()
         if self.delay:
             time.sleep(self.delay)
         reply = reply or Reply()
+        fault = failure if failure in BODY_FAULTS else None
+        if fault is not None and body.get("stream") and fault != "html":
+            # A streamed answer that fails before its first event.
+            reply = (replace(reply, cut_after=0) if fault == "cut"
+                     else replace(reply, hang_after=0) if fault == "hang"
+                     else replace(reply, malformed_after=0))
+            fault = None
+        out = _Out(self, handler, fault)
         chat = path.endswith("/chat/completions")
         model = body.get("model", "gpt-4o-mini")
         prompt_tokens, last_text = _prompt(body, chat, model, self.count_usage)
@@ -207,12 +262,12 @@ class FakeOpenAI:
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 events = _chat_chunks(number, model, text, reply, usage, include_usage)
-                _send_stream(handler, events, reply.cut_after, reply.fail_after, chat=True)
+                out.stream(events, reply, chat=True)
             else:
-                _send_json(handler, 200, _chat_completion(number, model, text, reply, usage))
+                out.json(_chat_completion(number, model, text, reply, usage))
             return
         if path.endswith("/responses/compact"):
-            _send_json(handler, 200, _compaction(number, body, usage))
+            out.json(_compaction(number, body, usage))
             return
         given = body.get("input")
         items: list[dict[str, Any]] = given if isinstance(given, list) else []
@@ -229,10 +284,10 @@ class FakeOpenAI:
         response = _response(number, model, None if triggered else text, reply, usage,
                              compaction=f"cmp_{number}" if compact else None)
         if body.get("stream"):
-            _send_stream(handler, _response_events(response, text), reply.cut_after,
-                         reply.fail_after, chat=False, response=response)
+            out.stream(_response_events(response, text), reply, chat=False,
+                       response=response)
         else:
-            _send_json(handler, 200, response)
+            out.json(response)
 
 
 def _compact_threshold(body: dict[str, Any]) -> float:
@@ -406,11 +461,64 @@ def _send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any,
     handler.wfile.write(data)
 
 
+def _drop(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection now, as a dropped network does (no clean end of the body)."""
+    handler.wfile.flush()
+    handler.connection.shutdown(socket.SHUT_RDWR)
+    handler.close_connection = True
+
+
+class _Out:
+    """How one 200 answer goes out: whole, or with the body fault of ``fail_next``."""
+
+    def __init__(self, server: FakeOpenAI, handler: BaseHTTPRequestHandler,
+                 fault: str | None) -> None:
+        self.server, self.handler, self.fault = server, handler, fault
+
+    def json(self, payload: Any) -> None:
+        handler, fault = self.handler, self.fault
+        if fault is None:
+            _send_json(handler, 200, payload)
+            return
+        data = json.dumps(payload).encode()
+        kind = "application/json"
+        if fault == "html":
+            kind = "text/html; charset=utf-8"
+            data = b"<html><body><h1>Service Unavailable</h1></body></html>"
+        elif fault == "malformed":
+            data = data[:len(data) // 2]   # a whole, well-framed body of broken JSON
+        handler.send_response(200)
+        handler.send_header("Content-Type", kind)
+        # "cut" and "hang" promise the whole body and send half of it.
+        handler.send_header("Content-Length", str(len(json.dumps(payload).encode())
+                                                  if fault in ("cut", "hang") else len(data)))
+        handler.end_headers()
+        if fault in ("cut", "hang"):
+            handler.wfile.write(data[:len(data) // 2])
+            handler.wfile.flush()
+            if fault == "hang":
+                self.server.stall()
+            _drop(handler)
+            return
+        handler.wfile.write(data)
+
+    def stream(self, events: list[tuple[str | None, Any]], reply: Reply, *, chat: bool,
+               response: dict[str, Any] | None = None) -> None:
+        if self.fault == "html":   # a proxy's page, whatever was asked
+            self.json({})
+            return
+        _send_stream(self.handler, events, reply, chat=chat, response=response,
+                     stall=self.server.stall)
+
+
 def _send_stream(handler: BaseHTTPRequestHandler, events: list[tuple[str | None, Any]],
-                 cut_after: int | None, fail_after: int | None = None, *, chat: bool,
-                 response: dict[str, Any] | None = None) -> None:
-    """Write SSE events as HTTP chunks; with ``cut_after``, drop the connection mid-body;
-    with ``fail_after``, report the API's in-stream failure and end the stream."""
+                 reply: Reply, *, chat: bool, response: dict[str, Any] | None = None,
+                 stall: Callable[[], None] | None = None) -> None:
+    """Write SSE events as HTTP chunks, with the stream fault ``reply`` asks for after
+    its number of text deltas: drop the connection mid-chunk (``cut_after``), go silent
+    with the connection open (``hang_after``), send an event that is not JSON
+    (``malformed_after``), end cleanly without the final events (``end_after``), or
+    report the API's in-stream failure (``fail_after``)."""
     handler.send_response(200)
     handler.send_header("Content-Type", "text/event-stream")
     handler.send_header("Transfer-Encoding", "chunked")
@@ -422,16 +530,27 @@ def _send_stream(handler: BaseHTTPRequestHandler, events: list[tuple[str | None,
         handler.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
         handler.wfile.flush()
 
+    def due(after: int | None) -> bool:
+        return after is not None and is_text and texts >= after
+
     texts = 0
     for name, data in events:
         is_text = isinstance(data, dict) and data.pop("_text", False)
-        if cut_after is not None and is_text and texts >= cut_after:
+        if due(reply.cut_after):
             handler.wfile.write(b"5\r\ndata:")   # half a chunk, then the line goes dead
-            handler.wfile.flush()
-            handler.connection.shutdown(socket.SHUT_RDWR)
-            handler.close_connection = True
+            _drop(handler)
             return
-        if fail_after is not None and is_text and texts >= fail_after:
+        if due(reply.hang_after):
+            if stall is not None:
+                stall()   # silent, the connection open, until the client gives up
+            _drop(handler)
+            return
+        if due(reply.malformed_after):
+            send(name, '{"id": "chatcmpl-broken", "choices": [{"delta": {"content": "x')
+            break
+        if due(reply.end_after):
+            break
+        if due(reply.fail_after):
             error = {"code": "server_error", "message": "The model crashed mid-answer"}
             if chat:
                 send(None, {"error": {**error, "type": "server_error", "param": None}})

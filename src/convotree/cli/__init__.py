@@ -29,10 +29,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import ConvotreeError
-from ._common import CliError, Subparsers, redact_urls
+from ._common import CliError, Subparsers, scrub, set_argv
 
 __all__ = ["COMMANDS", "Subparsers", "build_parser", "main"]
 
@@ -40,8 +41,17 @@ __all__ = ["COMMANDS", "Subparsers", "build_parser", "main"]
 COMMANDS = ("demo", "browse", "context", "chat", "interchange", "report", "db")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (which quote the offending value) never
+    show a secret of the command line (``scrub``). Subcommand parsers are of the
+    same class."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(scrub(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convotree",
         description="Branching LLM conversations stored in SQL: browse them, assemble "
                     "contexts, import and export, report.",
@@ -56,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> int:
-    sys.stderr.write(f"convotree: error: {redact_urls(message)}\n")
+    # Any message may quote a URL or a driver's words about it: scrub removes URL
+    # passwords by pattern and every secret this run was given, exactly.
+    sys.stderr.write(f"convotree: error: {scrub(message)}\n")
     return 1
 
 
@@ -71,12 +83,17 @@ def _database_error(exc: Exception) -> str | None:
         lines = str(exc.orig).strip().splitlines()
         return f"database error: {lines[0] if lines else type(exc.orig).__name__}"
     if isinstance(exc, sa_exc.SQLAlchemyError):
-        return f"database error: {exc}"
+        # The first line: a StatementError goes on with the SQL and its parameters
+        # (message content).
+        lines = str(exc).strip().splitlines()
+        return f"database error: {lines[0] if lines else type(exc).__name__}"
     return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 failed, 2 usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    set_argv(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ from ..chat import Chat, ChatStream
 from ..errors import ConvotreeError
 from ..models import Node
 from ..store import Store
-from ._common import CliError
+from ._common import CliError, scrub
 from ._render import tree_lines
 from ._resolve import resolve_node, short
 
@@ -62,10 +62,11 @@ class Session:
                 else:
                     self.show(self.chat.stream(self.conversation_id, line))
             except (ConvotreeError, CliError) as exc:
-                self.err.print(f"error: {exc}")
+                self.err.print(scrub(f"error: {exc}"))
             except Exception as exc:   # the API's errors: say so, keep the session
-                self.err.print(f"the API call failed ({type(exc).__name__}: {exc}); your "
-                               "message is stored: /regen after it to try again")
+                # scrub: an API error may quote the key or the endpoint's URL.
+                self.err.print(scrub(f"the API call failed ({type(exc).__name__}: {exc}); "
+                                     "your message is stored: /regen after it to try again"))
 
     def show(self, stream: ChatStream) -> None:
         self.out.print("ai> ", end="")

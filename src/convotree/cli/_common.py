@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +39,9 @@ __all__ = [
     "print_json",
     "redact_urls",
     "resolve_url",
+    "run_secrets",
+    "scrub",
+    "set_argv",
     "whole_number",
 ]
 
@@ -48,20 +50,80 @@ URL_ENV = "CONVOTREE_URL"
 #: What ``register(subparsers)`` receives (argparse's private class, typed).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-# scheme://user:PASSWORD@host: the password is everything between the user's colon and
-# the last @ before the host (passwords may contain @ and :, user names may not).
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)([^\s/]*)(@)")
+#: The command line of the running ``main`` (reset by each call): where ``scrub`` finds
+#: the secrets to hide.
+_ARGV: list[str] = []
+_SECRET_ENV = (URL_ENV, "OPENAI_BASE_URL")
+#: Shorter "secrets" are not scrubbed: replacing every "ab" would garble the message
+#: and hide nothing worth hiding.
+_MIN_SECRET = 3
 
 
 def redact_urls(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``: nothing the
-    command line prints or logs may show one."""
-    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}***{m.group(3)}", text)
+    """``text`` with the password of every URL in it replaced by ``***`` (and the value
+    of every password-like query parameter): nothing the command line prints or logs
+    may show one. A pattern (``convotree._log.redact_urls``), so a last line of
+    defence; ``scrub`` also removes the exact secrets this run was given."""
+    from .._log import redact_urls as redact
+
+    return redact(text)
+
+
+def set_argv(argv: list[str]) -> None:
+    """Remember the running command line for ``scrub`` (called by ``main``)."""
+    _ARGV[:] = argv
+
+
+def run_secrets() -> list[str]:
+    """Every secret this run was given, as it may appear in a message: the password
+    and password-like query values of each URL on the command line, in
+    ``$CONVOTREE_URL`` and ``$OPENAI_BASE_URL`` (decoded and percent-encoded), and
+    ``$OPENAI_API_KEY``. Longest first, so a secret inside another goes with it."""
+    from urllib.parse import quote, quote_plus
+
+    found: set[str] = set()
+    key = os.environ.get("OPENAI_API_KEY")
+    if key:
+        found.add(key)
+    values = [*_ARGV, *(os.environ.get(name, "") for name in _SECRET_ENV)]
+    for value in values:
+        if value.startswith("--") and "=" in value:
+            value = value.split("=", 1)[1]   # --url=postgresql://...
+        if "://" not in value:
+            continue
+        from sqlalchemy.engine import make_url
+
+        from .._log import is_secret_query_key
+
+        try:
+            url = make_url(value)
+        except Exception:  # not a URL: its pattern is redact_urls' business
+            continue
+        secrets = [url.password] if url.password else []
+        secrets += [item for name, item in url.query.items()
+                    if is_secret_query_key(name)
+                    for item in ((item,) if isinstance(item, str) else item)]
+        for secret in secrets:
+            found.update((str(secret), quote(str(secret), safe=""), quote_plus(str(secret))))
+    return sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """What the command line may print of ``text``: URL passwords masked by pattern,
+    and every secret this run was given (``run_secrets``) replaced by ``***``,
+    wherever and however a driver or server quoted it."""
+    text = redact_urls(text)
+    for secret in run_secrets():
+        text = text.replace(secret, "***")
+    return text
 
 
 def display_url(url: str) -> str:
-    """A database URL as the command line shows it: the password masked."""
-    return redact_urls(url)
+    """A database URL as the command line shows it: ``convotree._log.safe_url``, the
+    password and password-like query values hidden by SQLAlchemy's renderer."""
+    from .._log import safe_url
+
+    return safe_url(url)
 
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:

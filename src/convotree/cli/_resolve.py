@@ -69,7 +69,7 @@ def resolve_conversation(store: Store, text: str) -> uuid.UUID:
              .where(conversations.c.tenant_id == store.tenant,
                     column.contains(fragment))
              .limit(_MATCHES + 1))
-    with store.engine.connect() as conn:
+    with store._transaction(write=False) as conn:   # tenant-scoped (RLS)
         rows = list(conn.scalars(query))
     return _pick(rows, text, "conversation")
 
@@ -89,6 +89,6 @@ def resolve_node(store: Store, conversation_id: uuid.UUID, text: str | None) -> 
              .where(nodes.c.conversation_id == conversation_id,
                     column.contains(fragment))
              .limit(_MATCHES + 1))
-    with store.engine.connect() as conn:
+    with store._transaction(write=False) as conn:   # tenant-scoped (RLS)
         rows = list(conn.scalars(query))
     return store.node(conversation_id, _pick(rows, text, "node"))

@@ -1,5 +1,6 @@
 """``convotree db``: the schema migrations, through the alembic scripts shipped in the
-package (the same ones as ``migrations/`` in a checkout)."""
+package (the same ones as ``migrations/`` in a checkout), and PostgreSQL row-level
+security for the tenants (``enable-rls``/``disable-rls``, see docs/tenants.md)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,35 @@ def register(subparsers: Subparsers) -> None:
     add_db_options(check)
     check.set_defaults(handler=run_check)
 
+    enable = actions.add_parser(
+        "enable-rls", help="PostgreSQL: filter every table and view by tenant (opt-in)",
+        description="Turn on PostgreSQL row-level security for convotree's tenants: "
+                    "policies on the tables keyed on the convotree.tenant setting, the "
+                    "views switched to security_invoker, in one transaction. Run it as "
+                    "the tables' owner, again after every upgrade; idempotent. "
+                    "See docs/tenants.md.")
+    enable.add_argument(
+        "--role", metavar="ROLE",
+        help="the application's role, to grant what a store needs; it must not be a "
+             "superuser, have BYPASSRLS or own the tables")
+    _add_url(enable)
+    enable.set_defaults(handler=run_enable_rls)
+
+    disable = actions.add_parser(
+        "disable-rls", help="PostgreSQL: turn convotree's row-level security off",
+        description="Drop convotree's policies and turn row-level security off on its "
+                    "tables (grants stay); idempotent.")
+    _add_url(disable)
+    disable.set_defaults(handler=run_disable_rls)
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    """``--url`` alone: row-level security concerns every tenant, so no ``--tenant``."""
+    group = parser.add_argument_group("database")
+    group.add_argument(
+        "--url", metavar="URL",
+        help="SQLAlchemy URL of the PostgreSQL database (default: $CONVOTREE_URL)")
+
 
 def _sqlite_parent(url: str) -> None:
     # `db upgrade` is how an empty default database gets made: create its folder.
@@ -104,6 +134,28 @@ def run_check(args: argparse.Namespace) -> int:
         raise CliError(cli_hint(exc, args)) from exc
     console().print(f"{_display(url)}: schema is current ({SCHEMA_REVISION})",
                     soft_wrap=True)
+    return 0
+
+
+def run_enable_rls(args: argparse.Namespace) -> int:
+    from .._rls import enable_row_level_security
+
+    url = resolve_url(args, must_exist=True)
+    done = enable_row_level_security(url, role=args.role)
+    views = f"; views {', '.join(done.views)} as security_invoker" if done.views else ""
+    granted = f"; role {done.role} granted" if done.role else ""
+    console().print(f"{_display(url)}: row-level security on for "
+                    f"{', '.join(done.tables)}{views}{granted}", soft_wrap=True, markup=False)
+    return 0
+
+
+def run_disable_rls(args: argparse.Namespace) -> int:
+    from .._rls import disable_row_level_security
+
+    url = resolve_url(args, must_exist=True)
+    done = disable_row_level_security(url)
+    console().print(f"{_display(url)}: row-level security off for {', '.join(done.tables)}",
+                    soft_wrap=True, markup=False)
     return 0
 
 

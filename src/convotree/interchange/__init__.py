@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from ..errors import UnknownFormat
+from ..errors import InvalidArgument, InvalidImport, UnknownFormat
 from ..store import ConversationRef, Store
 from ._result import ImportFailure, ImportResult
 from ._runner import Item, Skip, run
@@ -55,9 +55,27 @@ def import_file(store: Store, path: str | os.PathLike[str], format: str, *,
     called after each conversation (JSON Lines: after each tree) with the number of
     conversations (lines) processed so far.
     """
+    _check_store(store)
     module = _module(format)
+    if on_progress is not None and not callable(on_progress):
+        raise InvalidArgument("on_progress must be a function taking a count, or None")
+    if not isinstance(replace, bool):
+        raise InvalidArgument(f"replace must be True or False, not {replace!r}")
+    try:
+        with open(os.fspath(path), "rb"):
+            pass   # readable (the reader opens it again as it streams)
+    except TypeError as exc:
+        raise InvalidArgument(f"path must be a file path, not {path!r}") from exc
+    except OSError as exc:
+        raise InvalidImport(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from exc
     reader: Callable[[str | os.PathLike[str]], Iterable[Item | Skip]] = module.read
     return run(store, reader(path), format, on_progress, replace=replace)
+
+
+def _check_store(store: Any) -> None:
+    if not isinstance(store, Store):
+        raise InvalidArgument(f"the first argument must be a convotree Store, not "
+                              f"{type(store).__name__}")
 
 
 def export_conversation(store: Store, conversation: ConversationRef, format: str) -> Any:
@@ -65,6 +83,7 @@ def export_conversation(store: Store, conversation: ConversationRef, format: str
 
     ``NotExportable`` if the format cannot express it (see docs/interchange.md).
     """
+    _check_store(store)
     module = _module(format)
     return module.export(store, conversation)
 
@@ -74,7 +93,10 @@ def export_conversations(store: Store, conversations: Iterable[ConversationRef],
     """Several conversations: a JSON list in ``format`` (ChatGPT's ``conversations.json``,
     an Open WebUI export, a list of LibreChat or native documents, OASST trees to write
     one per line). The ``openai`` format holds one conversation only: a list of lists."""
+    _check_store(store)
     module = _module(format)
+    if isinstance(conversations, str | bytes) or not isinstance(conversations, Iterable):
+        raise InvalidArgument("conversations must be a list of conversations or ids")
     return [module.export(store, conversation) for conversation in conversations]
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from .. import _bulk
-from ..errors import ConfigurationError, ConvotreeError
+from ..errors import ConfigurationError, ConvotreeError, StoreUnavailable
 from ._build import Rows, build
 from ._draft import DraftConversation
 from ._result import ImportFailure, ImportResult
@@ -201,6 +201,13 @@ class _Writer:
                 except ConfigurationError:
                     raise
                 except ConvotreeError as exc:
+                    if isinstance(exc, StoreUnavailable) or (
+                            store._bound is not None and store._bound.invalidated):
+                        # Not this record's fault: the transaction itself is gone (the
+                        # connection was lost, or SQLite rolled it all back on a full
+                        # disk). Stop; what earlier batches committed stays, and running
+                        # the import again skips it.
+                        raise
                     outcomes.append(exc)
         return outcomes
 
