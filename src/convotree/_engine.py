@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, NoSuchModuleError
 
 from ._log import install_slow_statement_log
 from .errors import ConfigurationError
@@ -88,6 +88,12 @@ def create_async_engine(url: str, *, busy_timeout_ms: int | None = None, **kwarg
     busy = _busy_timeout(busy_timeout_ms)
     parsed = _parsed(url)
     if parsed.drivername not in ASYNC_ACCEPTED:
+        if parsed.drivername not in (*SYNC_DRIVERS, "sqlite", "sqlite+pysqlite",
+                                     "postgresql+psycopg2"):
+            raise ConfigurationError(
+                f"SQLAlchemy has no async database driver {parsed.drivername!r} convotree "
+                "can use (use sqlite:///FILE or postgresql+psycopg://...)")
+        # The same database through the async driver of its backend.
         parsed = parsed.set(drivername=ASYNC_DRIVERS[parsed.get_backend_name()])
     with _driver_needed(parsed, "convotree[async]"):
         from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
@@ -108,6 +114,12 @@ def _driver_needed(parsed: URL, extra: str) -> Iterator[None]:
         raise ConfigurationError(
             f"the database driver for {parsed.drivername!r} is not installed "
             f"({exc.name or exc}): pip install \"{extra}\"") from exc
+    except NoSuchModuleError as exc:
+        raise ConfigurationError(
+            f"SQLAlchemy has no database driver {parsed.drivername!r} (use sqlite:///FILE "
+            "or postgresql+psycopg://...)") from exc
+    except ArgumentError as exc:   # engine keywords SQLAlchemy does not take
+        raise ConfigurationError(f"the engine cannot be made as asked: {exc}") from exc
 
 
 def create_engine(url: str, *, busy_timeout_ms: int | None = None, **kwargs: Any) -> Engine:

@@ -241,11 +241,14 @@ def current_revision(url_or_engine: str | Engine) -> str | None:
     with _engine_for(url_or_engine) as engine:
         if _missing_sqlite_file(engine) is not None:
             return None
-        with engine.connect() as connection:
-            if not inspect(connection).has_table(VERSION_TABLE):
-                return None
-            found = connection.execute(select(_VERSION.c.version_num)).scalars().all()
-            return found[0] if len(found) == 1 else None if not found else ",".join(found)
+        try:
+            with engine.connect() as connection:
+                if not inspect(connection).has_table(VERSION_TABLE):
+                    return None
+                found = connection.execute(select(_VERSION.c.version_num)).scalars().all()
+        except SQLAlchemyError as exc:   # cannot be reached, or not a database
+            raise _dberrors.opening(exc, engine) from exc
+        return found[0] if len(found) == 1 else None if not found else ",".join(found)
 
 
 def check(url_or_engine: str | Engine) -> None:

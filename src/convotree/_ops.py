@@ -451,7 +451,11 @@ def check_summary_base(conn: Connection, *, tenant: str, conversation_id: uuid.U
     """A caller-given ``base`` must be a summary of the same branch, above ``covered``:
     the summary made from it claims to extend exactly that one. (One walk of the branch;
     only ``add_summary`` pays it, the assembler's own bases are taken from the path.)"""
-    base = get_node(conn, tenant=tenant, conversation_id=conversation_id, node_id=base_id)
+    try:
+        base = get_node(conn, tenant=tenant, conversation_id=conversation_id, node_id=base_id)
+    except NodeNotFound:
+        raise NodeNotFound(f"base {base_id} is no summary of this conversation",
+                           conversation_id=conversation_id, node_id=base_id) from None
     if base.kind != "summary":
         raise InvalidParent(f"base {base_id} is a {base.role} message, not a summary",
                             conversation_id=conversation_id, node_id=base_id)
@@ -576,7 +580,11 @@ def set_current(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
         if node_id is None:
             raise ConversationNotFound(f"no conversation {conversation_id}",
                                        conversation_id=conversation_id)
-        raise _missing_node(conn, tenant, conversation_id, node_id)
+        found = get_node(conn, tenant=tenant, conversation_id=conversation_id,
+                         node_id=node_id)   # NodeNotFound / ConversationNotFound
+        raise InvalidParent(f"a {found.kind} cannot be the current node: the current node "
+                            "is a message (a branch's leaf)", conversation_id=conversation_id,
+                            node_id=node_id)
 
 
 def delete_subtree(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,

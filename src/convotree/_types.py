@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import decimal
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +31,48 @@ class _JSON(TypeDecorator[Any]):
 
             return dialect.type_descriptor(JSONB(none_as_null=True))
         return dialect.type_descriptor(JSON(none_as_null=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        # SQLite keeps JSON text as given; PostgreSQL's jsonb normalizes it. Store it on
+        # SQLite the way jsonb would, so both backends read back the same value.
+        if value is None or dialect.name == "postgresql":
+            return value
+        return as_jsonb(value)
+
+
+def _jsonb_key(key: str) -> tuple[int, bytes]:
+    encoded = key.encode("utf-8")
+    return len(encoded), encoded
+
+
+def as_jsonb(value: Any) -> Any:
+    """``value`` as PostgreSQL's jsonb gives it back: object keys shorter first, then by
+    their UTF-8 bytes; numbers as exact decimals, so a float written with a positive
+    exponent (``1e+16`` and above, every one of them integral) reads back as that
+    integer, and -0.0 as 0.0. Values already in that form are returned as they are."""
+    if isinstance(value, dict):
+        keys = list(value)
+        ordered = sorted(keys, key=_jsonb_key) if len(keys) > 1 else keys
+        changed = ordered != keys
+        items = []
+        for key in ordered:
+            inner = value[key]
+            normal = as_jsonb(inner) if isinstance(inner, dict | list | float) else inner
+            changed = changed or normal is not inner
+            items.append((key, normal))
+        return dict(items) if changed else value
+    if isinstance(value, list):
+        normals = [as_jsonb(inner) if isinstance(inner, dict | list | float) else inner
+                   for inner in value]
+        return normals if any(a is not b for a, b in zip(normals, value, strict=True)) \
+            else value
+    if isinstance(value, float) and not isinstance(value, bool):
+        if value == 0.0 and math.copysign(1.0, value) < 0:
+            return 0.0
+        text = repr(value)
+        if "e+" in text:
+            return int(decimal.Decimal(text))
+    return value
 
 
 JSONType: TypeEngine[Any] = _JSON()

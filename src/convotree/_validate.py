@@ -12,6 +12,7 @@ behaviour that is the same on both and loses nothing silently.
 
 from __future__ import annotations
 
+import binascii
 import itertools
 import json
 import re
@@ -193,6 +194,11 @@ def _check_tool_calls(tool_calls: Any) -> list[dict[str, Any]]:
         body = call.get(call_type) if isinstance(call_type, str) else None
         if not isinstance(body, Mapping) or not isinstance(body.get("name"), str):
             raise InvalidContent(f"tool call {call['id']!r} needs '{call_type}' with a 'name'")
+        arguments = body.get("arguments")
+        if call_type == "function" and arguments is not None and not isinstance(arguments, str):
+            raise InvalidContent(f"tool call {call['id']!r}: function.arguments must be the "
+                                 "JSON text the model wrote (a string), not a "
+                                 f"{type(arguments).__name__}")
         if call["id"] in seen:
             raise ToolCallMismatch(f"tool call id {call['id']!r} appears twice in one message")
         seen.add(call["id"])
@@ -280,6 +286,15 @@ def _check_url(url: Any, what: str) -> None:
     if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:")):
         raise InvalidContent(f"{what} must be an http(s) URL or a data: URL, not "
                              f"{str(url)[:60]!r}")
+    if url.startswith("data:"):
+        header, comma, payload = url.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise InvalidContent(f"{what}: a data: URL must be data:<type>;base64,<data>")
+        try:   # C speed; the API would refuse a payload that is not base64
+            binascii.a2b_base64(payload, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidContent(f"{what}: the data: URL's payload is not base64 ({exc})"
+                                 ) from exc
 
 
 def _check_detail(detail: Any, what: str) -> None:
@@ -340,7 +355,7 @@ def prepare_message(
             check_text(value, field)
 
     size = (len(text.encode("utf-8")) if text else 0) + sum(
-        len(value.encode("utf-8")) for value in (name, tool_call_id, response_id,
+        len(value.encode("utf-8")) for value in (name, tool_call_id, model, response_id,
                                                  finish_reason) if value)
     calls: list[dict[str, Any]] | None = None
     if tool_calls is not None:
@@ -421,6 +436,23 @@ def prepare_message(
         counted_input_tokens=counted_input_tokens,
         api_items=items,
     )
+
+
+def check_tool_definition(tool: Mapping[str, Any], index: int) -> None:
+    """A tool definition sent with a request: JSON, and a function tool names its
+    function (both API shapes: Chat Completions nests it under 'function', Responses
+    puts 'name' at the top)."""
+    what = f"tools[{index}]"
+    check_json(tool, what)
+    kind = tool.get("type", "function")
+    if not isinstance(kind, str):
+        raise InvalidArgument(f"{what}: 'type' must be a string")
+    if kind == "function":
+        body = tool.get("function", tool)
+        if not isinstance(body, Mapping) or not isinstance(body.get("name"), str) or not (
+                body.get("name")):
+            raise InvalidArgument(f"{what}: a function tool needs a function 'name' "
+                                  "(under 'function' for Chat Completions)")
 
 
 def check_title(title: str | None) -> None:

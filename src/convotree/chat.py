@@ -29,14 +29,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Required, TypedDict, Unpack
 
-from . import _io, _wire
+from . import _args, _io, _wire
 from ._log import get_logger
-from ._validate import Content
+from ._validate import Content, check_tool_definition
 from .context import Context, PruningPolicy, resolve_budget
 from .errors import (
     ChatError,
     ConfigurationError,
     IncompleteAnswer,
+    InvalidArgument,
     InvalidContent,
     ToolCallMismatch,
     ToolStepLimit,
@@ -87,6 +88,30 @@ class Turn:
     error: str | None = None
 
 
+def _check_options(store: Any, options: Mapping[str, Any]) -> None:
+    """Chat's options, checked when it is made (not at the first request)."""
+    from .store import Store
+    from .summaries import SummaryOptions
+
+    if store is not None and not isinstance(store, Store):   # None: AsyncChat's, set later
+        raise ConfigurationError(f"Chat takes a convotree Store, not {type(store).__name__} "
+                                 "(an AsyncStore belongs to AsyncChat)")
+    model = options["model"]
+    if not isinstance(model, str) or not model:
+        raise InvalidArgument(f"model must be a model name such as 'gpt-4o-mini', not "
+                              f"{model!r}")
+    _args.count(options.get("budget"), "budget", optional=True)
+    _args.count(options.get("reserve_output"), "reserve_output", optional=True)
+    policy, summarizer = options.get("policy"), options.get("summarizer")
+    if policy is not None and not callable(getattr(policy, "select", None)):
+        raise InvalidArgument("policy must have a select(window, budget) method")
+    if summarizer is not None and not callable(getattr(summarizer, "summarize", None)):
+        raise InvalidArgument("summarizer must have a summarize(request) method")
+    summary_options = options.get("summary_options")
+    if summary_options is not None and not isinstance(summary_options, SummaryOptions):
+        raise InvalidArgument("summary_options must be a convotree.SummaryOptions")
+
+
 class Chat:
     """Send, stream, regenerate, edit and call tools on any branch of a conversation.
 
@@ -115,6 +140,7 @@ class Chat:
                                  f"(unknown: {', '.join(sorted(unknown)) or 'none'})")
         model = options["model"]
         api = options.get("api", "chat")
+        _check_options(store, options)
         summarizer = options.get("summarizer")
         server_compaction = options.get("server_compaction")
         if api not in _wire.APIS:
@@ -181,6 +207,8 @@ class Chat:
 
     def regenerate(self, /, answer: Node, **create: Any) -> Node:
         """A new answer to the message ``answer`` answers: a sibling of ``answer``."""
+        answer = _args.node(answer, "answer")
+        self.store.node(answer.conversation_id, answer.id)   # NodeNotFound once deleted
         if answer.role != "assistant":
             raise InvalidContent(f"regenerate takes an assistant answer, not a {answer.role!r} "
                                  "message (chat.reply answers a message)",
@@ -192,6 +220,7 @@ class Chat:
 
     def edit(self, /, message: Node, content: Content, **create: Any) -> Node:
         """An edited prompt: a new sibling of ``message`` with ``content``, and its answer."""
+        message = _args.node(message, "message")
         if message.role != "user":
             raise InvalidContent(f"edit takes a user message, not a {message.role!r} one",
                                  conversation_id=message.conversation_id, node_id=message.id)
@@ -343,8 +372,12 @@ class Chat:
         ``stream=`` passed to ``send``, is a typed error that leaves the store as it was.
         """
         options = dict(create)
-        model = str(options.pop("model", self.model))
-        tools = options.pop("tools", None)
+        model = options.pop("model", self.model)
+        if not isinstance(model, str) or not model:
+            raise InvalidArgument(f"model must be a model name, not {model!r}")
+        tools = _args.tools(options.pop("tools", None))
+        for index, tool in enumerate(tools or ()):
+            check_tool_definition(tool, index)
         if "stream" in options:
             raise InvalidContent("use Chat.stream() for streaming, not stream=")
         reserve = (self.reserve_output if self.reserve_output is not None

@@ -344,8 +344,12 @@ def by_day(source: Store | Connection, *, tenant: str | None = None, days: int =
     if today is not None and (not isinstance(today, date) or isinstance(today, datetime)):
         raise InvalidArgument(f"today must be a date, not {today!r}")
     last = today or datetime.now(UTC).date()
-    since = datetime.combine(last - timedelta(days=days - 1), time(), tzinfo=UTC)
-    until = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)
+    try:
+        since = datetime.combine(last - timedelta(days=days - 1), time(), tzinfo=UTC)
+        until = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)
+    except OverflowError:
+        raise InvalidArgument(f"{days} days up to {last} reach outside the calendar "
+                              "(years 1 to 9999)") from None
 
     def build(tenant: str) -> Executable:
         n, joined = _tenant_nodes(tenant)

@@ -29,6 +29,7 @@ from ._validate import (
     check_metadata,
     check_text,
     check_title,
+    check_tool_definition,
     prepare_message,
 )
 from .errors import (
@@ -525,6 +526,10 @@ class Store:
         if "parent" in fields:
             raise InvalidArgument("edit() keeps the node's parent; to write elsewhere, "
                                   "use append(parent=...)")
+        unknown = set(fields) - _APPEND_FIELDS - {"set_current"}
+        if unknown:
+            raise InvalidArgument(f"edit() got unknown keywords {sorted(unknown)}; it takes "
+                                  "append's keywords")
         self.node(node.conversation_id, node.id)   # NodeNotFound if it was deleted
         fields.setdefault("role", node.role)
         fields.setdefault("name", node.name)
@@ -593,6 +598,8 @@ class Store:
         budget = _args.count(budget, "budget", optional=True)   # 0: BudgetExceeded
         reserve_output = _args.required_count(reserve_output, "reserve_output")
         tools = _args.tools(tools)
+        for index, tool in enumerate(tools or ()):
+            check_tool_definition(tool, index)
         format = _args.choice(format, "format", ("chat", "responses"))
         if policy is not None and not callable(getattr(policy, "select", None)):
             raise InvalidArgument("policy must have a select(window, budget) method (see "

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from . import tokens
 from ._log import get_logger
 from .context import Candidate, Context
-from .errors import ChatError
+from .errors import ChatError, InvalidArgument
 
 __all__ = [
     "SUMMARY_HEADER",
@@ -69,6 +69,19 @@ class SummaryOptions:
 
     keep_recent: float = 0.5
     max_summary_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        # Checked when made, so a bad option fails where it is written (not as a
+        # comparison error deep in the assembler, and only once a summary is due).
+        from . import _args
+
+        recent = self.keep_recent
+        if isinstance(recent, bool) or not isinstance(recent, int | float) or not (
+                0 <= recent <= 1):
+            raise InvalidArgument(f"keep_recent must be a fraction from 0 to 1, not "
+                                  f"{recent!r}")
+        _args.count(self.max_summary_tokens, "max_summary_tokens", minimum=1,
+                    optional=True)
 
     def summary_cap(self, budget: int) -> int:
         if self.max_summary_tokens is not None:
@@ -184,7 +197,11 @@ class OpenAISummarizer:
                  prompt: str = DEFAULT_PROMPT, api: str = "chat",
                  **create_kwargs: Any) -> None:
         if api not in ("chat", "responses"):
-            raise ValueError("api must be 'chat' or 'responses'")
+            raise InvalidArgument(f"api must be 'chat' or 'responses', not {api!r}")
+        if not isinstance(model, str) or not model:
+            raise InvalidArgument(f"model must be a model name, not {model!r}")
+        if not isinstance(prompt, str):
+            raise InvalidArgument("prompt must be a string")
         self.client = client
         self.model = model
         self.prompt = prompt

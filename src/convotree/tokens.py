@@ -142,6 +142,13 @@ def count_text(text: str, encoding: str) -> int:
     """Tokens of ``text`` under ``encoding``; special-token strings count as text."""
     if not text:
         return 0
+    if not isinstance(text, str):
+        raise InvalidInput(f"count_text counts a string, not a {type(text).__name__}")
+    try:
+        text.encode("utf-8")   # C speed, next to tokenizing; tiktoken would accept it
+    except UnicodeEncodeError as exc:   # a lone surrogate: no text the API can take
+        raise InvalidInput("the text contains a lone surrogate and is not valid UTF-8"
+                           ) from exc
     return len(_encoding(encoding).encode_ordinary(text))
 
 
@@ -233,6 +240,22 @@ def message_overhead(
 def register_model(name: str, spec: ModelSpec) -> None:
     """Teach convotree a model (or override one): dated and fine-tuned ids of ``name``
     (``name-2025-01-01``, ``ft:name:org::id``) resolve to it too."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(f"a model name is a non-empty string, not {name!r}")
+    if not isinstance(spec, ModelSpec):
+        raise InvalidInput("register_model takes a tokens.ModelSpec")
+    for field in ("context_window", "max_input", "max_output"):
+        value = getattr(spec, field)
+        if (value is not None or field == "context_window") and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidInput(f"ModelSpec.{field} must be a positive integer, not {value!r}")
+    if spec.encoding not in _BUILTIN_ENCODINGS:
+        from .errors import ConfigurationError
+
+        try:
+            check_encoding_name(spec.encoding)
+        except ConfigurationError as exc:
+            raise InvalidInput(str(exc)) from exc
     _openai_models.MODELS[name.lower()] = spec
     model_spec.cache_clear()
 
@@ -373,6 +396,20 @@ def count_messages(
     """
     from ._media import media_facts
 
+    if not isinstance(model, str) or not model:
+        raise InvalidInput(f"model must be a model name, not {model!r}")
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+        raise InvalidInput("messages must be a list of Chat Completions messages")
+    if tools is not None and (isinstance(tools, str | bytes | Mapping) or not all(
+            isinstance(tool, Mapping) for tool in tools)):
+        raise InvalidInput("tools must be a list of tool definitions")
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise InvalidInput(f"message {index} must be an object with a string 'role'")
+        if content is not None and not isinstance(content, str | list):
+            raise InvalidInput(f"message {index}: content must be a string or a list of "
+                               "parts")
     spec = model_spec(model)
     encoding = spec.encoding if spec else encoding_for_model(model)
     total = REPLY_PRIMING_TOKENS + tools_tokens(tools, encoding)

@@ -24,6 +24,8 @@ def load_json(path: str | os.PathLike[str]) -> Any:
                             f"{exc.lineno} column {exc.colno}") from exc
     except UnicodeDecodeError as exc:
         raise InvalidImport(f"{os.fspath(path)} is not UTF-8 text: {exc}") from exc
+    except RecursionError as exc:   # Python's parser recurses per nesting level
+        raise InvalidImport(f"{os.fspath(path)} nests its JSON too deeply to be read") from exc
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -59,3 +61,5 @@ def _decode_line(raw: bytes, number: int) -> Any | InvalidImport:
     except json.JSONDecodeError as exc:
         return InvalidImport(f"line {number} is not valid JSON: {exc.msg} at "
                              f"column {exc.colno}")
+    except RecursionError:
+        return InvalidImport(f"line {number} nests its JSON too deeply to be read")
