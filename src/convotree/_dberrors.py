@@ -14,7 +14,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ._log import safe_url
-from .errors import ConfigurationError, ConvotreeError, StoreBusy, StoreError, StoreUnavailable
+from .errors import (
+    ConfigurationError,
+    ConvotreeError,
+    SchemaOutOfDate,
+    StoreBusy,
+    StoreError,
+    StoreUnavailable,
+)
 
 #: SQLSTATEs that mean "busy, try again": serialization failure, deadlock, lock not
 #: available (lock_timeout), query canceled (statement_timeout or a cancel request).
@@ -36,7 +43,7 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def translate(exc: SQLAlchemyError, doing: str = "the operation") -> StoreError:
+def translate(exc: SQLAlchemyError, doing: str = "the operation") -> ConvotreeError:
     """The ``StoreError`` (or subclass) for a driver or pool error; cause chained by the
     caller with ``raise translate(exc) from exc``."""
     if isinstance(exc, PoolTimeout):
@@ -46,6 +53,11 @@ def translate(exc: SQLAlchemyError, doing: str = "the operation") -> StoreError:
     orig = getattr(exc, "orig", None)
     state = _sqlstate(orig)
     detail = _one_line(orig if orig is not None else exc)
+    if state == "42P01" or "no such table: convotree_" in detail:
+        # A connection of the caller's (bind) to a database convotree never migrated.
+        return SchemaOutOfDate(
+            f"the database has no convotree schema ({detail}); create or upgrade it with "
+            "convotree.migrate(url) in Python or `convotree db upgrade --url URL`")
     if "readonly database" in detail:
         return StoreError(f"the SQLite database is read-only here, so {doing} cannot write "
                           "(the file, or its folder for the -wal and -shm files, is not "

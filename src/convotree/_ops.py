@@ -430,6 +430,9 @@ def insert_summary(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
     row = conn.execute(_PARENT_FOR_APPEND, _params(tenant, conversation_id, covered_id)).first()
     if row is None:
         raise _missing_node(conn, tenant, conversation_id, covered_id)
+    if row._mapping["kind"] != "message":   # the stored row decides, not the caller's copy
+        raise InvalidParent("a summary covers messages, not another summary",
+                            conversation_id=conversation_id, node_id=covered_id)
     values = node_values(conversation_id, uuid7(), covered_id, row._mapping["depth"] + 1, None,
                           message, utcnow(), summary_base_id=base_id)
     statement: Any

@@ -362,6 +362,11 @@ class Store:
         """
         limit = _args.limit(limit)
         before = _args.conversation_or_none(before, "before")
+        if before is not None:
+            _args.as_id(before.id, "before.id")
+            if _args.timestamp(before.updated_at, "before.updated_at") is None:
+                raise InvalidArgument("before must be a Conversation of a previous page "
+                                      "(its updated_at is missing)")
         with self._transaction(write=False) as conn:
             return _ops.list_conversations(conn, tenant=self.tenant, limit=limit, before=before)
 
@@ -530,7 +535,13 @@ class Store:
         if unknown:
             raise InvalidArgument(f"edit() got unknown keywords {sorted(unknown)}; it takes "
                                   "append's keywords")
-        self.node(node.conversation_id, node.id)   # NodeNotFound if it was deleted
+        # The stored row decides (NodeNotFound once deleted), not the caller's copy.
+        node = self.node(node.conversation_id, node.id)
+        if node.kind != "message":
+            raise InvalidParent(
+                "a summary is not edited: it is a cache of the messages above it (delete "
+                "it with delete_subtree(summary), or store another with add_summary)",
+                conversation_id=node.conversation_id, node_id=node.id)
         fields.setdefault("role", node.role)
         fields.setdefault("name", node.name)
         fields.setdefault("model", node.model)
@@ -717,13 +728,25 @@ class Store:
                 conversation_id=node.conversation_id, node_id=node.id)
         if not isinstance(replacement, str):
             raise InvalidArgument("replacement must be a string")
-        message = prepare_message(
-            kind=node.kind, role=node.role, content=replacement, name=node.name,
-            tool_calls=node.tool_calls, tool_call_id=node.tool_call_id, model=node.model,
-            encoding=node.encoding, input_tokens=None, output_tokens=None, pinned=False,
-            metadata=None, created_at=None, max_message_bytes=self.max_message_bytes,
-        )
+        check_text(replacement, "replacement")
         with self._transaction(write=True) as conn:
+            # The stored row decides what the new row is (its kind, name, tool calls and
+            # encoding price the replacement), not the copy the caller holds.
+            stored = _ops.get_node(conn, tenant=self.tenant,
+                                   conversation_id=node.conversation_id, node_id=node.id)
+            if stored.kind != "message":
+                raise InvalidKind(
+                    "a summary is not redacted: redact the messages it summarizes (that "
+                    "deletes every summary covering them) or delete it with "
+                    "delete_subtree(summary)",
+                    conversation_id=node.conversation_id, node_id=node.id)
+            message = prepare_message(
+                kind=stored.kind, role=stored.role, content=replacement, name=stored.name,
+                tool_calls=stored.tool_calls, tool_call_id=stored.tool_call_id,
+                model=stored.model, encoding=stored.encoding, input_tokens=None,
+                output_tokens=None, pinned=False, metadata=None, created_at=None,
+                max_message_bytes=self.max_message_bytes,
+            )
             _ops.redact(conn, tenant=self.tenant, conversation_id=node.conversation_id,
                         node_id=node.id, message=message)
             return _ops.get_node(conn, tenant=self.tenant,

@@ -70,6 +70,8 @@ def encoding_for_model(model: str | None) -> str:
     """
     if not model:
         return DEFAULT_ENCODING
+    if not isinstance(model, str):
+        raise InvalidInput(f"a model name is a string, not {model!r}")
     spec = model_spec(model)
     if spec is not None:
         return spec.encoding
@@ -257,16 +259,25 @@ def register_model(name: str, spec: ModelSpec) -> None:
         except ConfigurationError as exc:
             raise InvalidInput(str(exc)) from exc
     _openai_models.MODELS[name.lower()] = spec
-    model_spec.cache_clear()
+    _model_spec.cache_clear()
 
 
-@functools.lru_cache(maxsize=1024)
 def model_spec(model: str) -> ModelSpec | None:
     """The spec of a model, by the documented resolution rule of
     :mod:`convotree._openai_models` (exact id, dated snapshot, newer version of a
     numbered family, ``name-`` prefix, fine-tunes by their base); None when unknown
     or excluded (:func:`unknown_model_reason` says why)."""
+    if not isinstance(model, str):
+        raise InvalidInput(f"a model name is a string, not {model!r}")
+    return _model_spec(model)
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_spec(model: str) -> ModelSpec | None:
     return _openai_models.resolve(model)
+
+
+model_spec.cache_clear = _model_spec.cache_clear  # type: ignore[attr-defined]
 
 
 def unknown_model_reason(model: str) -> str:
