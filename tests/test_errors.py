@@ -153,7 +153,9 @@ def test_driver_errors_become_store_errors(tmp_path: object) -> None:
     conv = store.create_conversation()
     with store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE convotree_nodes")
-    with pytest.raises(errors.StoreError) as raised:
+    # A convotree table missing is a schema problem (the message says how to fix it),
+    # not a refusal of the data; still a typed error with the driver's cause chained.
+    with pytest.raises(errors.SchemaOutOfDate, match="convotree db upgrade") as raised:
         store.tree(conv)
     assert raised.value.__cause__ is not None
     store.close()
