@@ -82,6 +82,29 @@ def test_urls_select_the_async_drivers(tmp_path: Any) -> None:
             f"sqlite:///{tmp_path / 'y.db'}"))
 
 
+def test_an_async_sqlite_file_gets_a_queue_pool_on_every_sqlalchemy(tmp_path: Any) -> None:
+    """SQLAlchemy before 2.0.38 gives aiosqlite files a NullPool, which refuses the
+    pool keywords with a TypeError; convotree picks the queue pool itself, so the same
+    keywords work on every supported release, and a keyword no pool takes is a
+    ConfigurationError rather than a TypeError."""
+    from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, StaticPool
+
+    sized = convotree.create_async_engine(f"sqlite:///{tmp_path / 'p.db'}", pool_size=2,
+                                          max_overflow=0, pool_timeout=1)
+    assert isinstance(sized.pool, AsyncAdaptedQueuePool) and sized.pool.size() == 2
+    plain = convotree.create_async_engine(f"sqlite:///{tmp_path / 'q.db'}")
+    assert isinstance(plain.pool, AsyncAdaptedQueuePool)
+    chosen = convotree.create_async_engine(f"sqlite:///{tmp_path / 'r.db'}", poolclass=NullPool)
+    assert isinstance(chosen.pool, NullPool)
+    memory = convotree.create_async_engine("sqlite:///:memory:")
+    assert isinstance(memory.pool, StaticPool)
+    with pytest.raises(errors.ConfigurationError, match="cannot be made as asked"):
+        convotree.create_async_engine("sqlite:///:memory:", pool_size=1)
+    with pytest.raises(errors.ConfigurationError, match="cannot be made as asked"):
+        convotree.create_engine(f"sqlite:///{tmp_path / 's.db'}", poolclass=NullPool,
+                                pool_size=1)
+
+
 def test_aiosqlite_keeps_every_sqlite_guarantee(tmp_path: Any) -> None:
     """Foreign keys on every pooled connection, WAL, the busy timeout, and real
     transactions (BEGIN when SQLAlchemy begins; BEGIN IMMEDIATE for writers)."""

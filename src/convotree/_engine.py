@@ -98,11 +98,29 @@ def create_async_engine(url: str, *, busy_timeout_ms: int | None = None, **kwarg
     with _driver_needed(parsed, "convotree[async]"):
         from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
-        engine = sa_create_async_engine(parsed, **kwargs)
+        engine = sa_create_async_engine(parsed, **_async_sqlite_pool(parsed, kwargs))
     configure_sqlite(engine.sync_engine, busy_timeout_ms=busy)
     configure_postgresql(engine.sync_engine)
     install_slow_statement_log(engine.sync_engine)
     return engine
+
+
+def _async_sqlite_pool(parsed: URL, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A queue pool for an aiosqlite file database, on every supported SQLAlchemy.
+
+    SQLAlchemy before 2.0.38 gives aiosqlite file databases a ``NullPool`` (a new
+    connection, and a new driver thread, per checkout), later releases an
+    ``AsyncAdaptedQueuePool``. Choosing the queue pool ourselves makes the engine the
+    same on all of them: as fast, and accepting the same ``pool_size`` /
+    ``max_overflow`` / ``pool_timeout`` keywords (``NullPool`` refuses them with a
+    ``TypeError``). A ``poolclass`` or ``pool`` of the caller's is kept.
+    """
+    if (parsed.get_backend_name() != "sqlite" or sqlite_file(parsed) is None
+            or "poolclass" in kwargs or "pool" in kwargs):
+        return kwargs
+    from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+    return {**kwargs, "poolclass": AsyncAdaptedQueuePool}
 
 
 @contextlib.contextmanager
@@ -118,7 +136,7 @@ def _driver_needed(parsed: URL, extra: str) -> Iterator[None]:
         raise ConfigurationError(
             f"SQLAlchemy has no database driver {parsed.drivername!r} (use sqlite:///FILE "
             "or postgresql+psycopg://...)") from exc
-    except ArgumentError as exc:   # engine keywords SQLAlchemy does not take
+    except (ArgumentError, TypeError) as exc:   # engine keywords SQLAlchemy does not take
         raise ConfigurationError(f"the engine cannot be made as asked: {exc}") from exc
 
 
