@@ -614,10 +614,12 @@ def main(argv: list[str] | None = None) -> int:
                         type=lambda s: s.split(","))
     parser.add_argument("--timeout-s", type=float, default=30.0,
                         help="PostgreSQL statement_timeout of the store's connections")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"write the report here too (default: {RESULTS.name} for a "
+                             "full run; a --quick run writes no file)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    publish(run(args), args.out)
+    publish(run(args), args.out if args.out is not None or args.quick else RESULTS)
     return 0
 
 

@@ -197,6 +197,13 @@ def _prepare(command: str, work: Path, demo: Path) -> tuple[str, Path]:
         (r"(?<=\s)tests/fixtures/", f"{ROOT}/tests/fixtures/"),
         (r" \.\.\.$", " --help"),
         (r"^(\S*python\S* -m benchmarks)$", r"\1 --quick --backends sqlite"),
+        # The full plans and peers runs take many minutes and publish their tables: here
+        # each runs its smallest form, which writes no file.
+        (r"^(\S*python\S* -m benchmarks plans)$", r"\1 --quick --calls 60 --backends sqlite"),
+        (r"^(\S*python\S* -m benchmarks peers)$",
+         r"\1 --quick --backends sqlite --depths 100 --repeat 1"),
+        (r"^(\S*python\S* -m benchmarks\.concurrency_bench)$",
+         rf"\1 --appends 30 --out {work / 'concurrency.md'}"),
         (r"examples/", f"{ROOT}/examples/"),
     ]
     for pattern, value in fills:
@@ -206,6 +213,11 @@ def _prepare(command: str, work: Path, demo: Path) -> tuple[str, Path]:
     from_checkout = re.search(r"(^|/)alembic |-m benchmarks", command) and "init" not in command
     cwd = ROOT if from_checkout else work
     return command, cwd
+
+
+def _published_results() -> dict[str, bytes]:
+    """The benchmark tables in the checkout: a test run must never replace them."""
+    return {p.name: p.read_bytes() for p in sorted((ROOT / "benchmarks" / "results").iterdir())}
 
 
 @pytest.mark.parametrize(("command", "where"), [(c, w) for c, w in COMMANDS
@@ -227,9 +239,11 @@ def test_command_runs_as_printed(command: str, where: str, tmp_path: Path, demo_
         subprocess.run([sys.executable, "-c", "import convotree, sys; convotree.migrate("
                         "sys.argv[1])", env.get("CONVOTREE_URL", f"sqlite:///{work}/chat.db")],
                        check=True, timeout=120)
+    published = _published_results()
     done = subprocess.run(["bash", "-c", f"set -o pipefail; {line}"], cwd=cwd, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=300)
+    assert _published_results() == published, f"{line!r} rewrote benchmarks/results/"
     if done.returncode == 2 and "required" in done.stderr and len(command.split()) <= 3:
         # A reference to a command by name ("`convotree import` brings yours").
         done = subprocess.run(["bash", "-c", f"{line} --help"], cwd=cwd, env=env,

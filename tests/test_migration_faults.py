@@ -51,9 +51,9 @@ from convotree._schema import SCHEMA_REVISION, VERSION_TABLE
 from tests import sql_audit
 from tests.conftest import PostgresServer, _require
 
-#: The revision before head: where every case starts and must still be after a failure.
-PREVIOUS = str(ScriptDirectory(str(migrations_dir())).get_revision(SCHEMA_REVISION)
-               .down_revision)
+#: The revision before 0004 (the two-step migration these cases interrupt): where every
+#: case starts and must still be after a failure. Later revisions (0005) run after it.
+PREVIOUS = str(ScriptDirectory(str(migrations_dir())).get_revision("0004").down_revision)
 OLD_INDEX = "ix_convotree_nodes_conversation_id_parent_id"
 NEW_INDEX = "ix_convotree_nodes_parent_id_conversation_id"
 MIGRATOR_APP = "convotree-fault-migrator"

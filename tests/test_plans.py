@@ -121,6 +121,8 @@ def _operations(store: convotree.Store, made: dict[str, Any]
     conv, leaf, middle = made["conv"], made["leaf"], made["middle"]
     return [
         ("path", lambda: store.path(leaf)),
+        ("tail", lambda: store.tail(leaf, 20)),
+        ("tail_of_current", lambda: store.tail(conv, 20)),
         ("context", lambda: store.context(leaf, model="gpt-4o", budget=800)),
         ("context_responses", lambda: store.context(leaf, model="gpt-4o", budget=800,
                                                     format="responses")),
@@ -408,7 +410,10 @@ def sqlite_problems(details: list[str], *, whole_tree: bool) -> list[str]:
         words = line.split()
         table_scan = words[0] == "SCAN" and words[1] not in ctes and line != "SCAN CONSTANT ROW"
         by_node = re.search(r"\b(id|parent_id)=\?", line.replace("conversation_id=?", ""))
-        whole = words[0] == "SEARCH" and "conversation_id=?" in line and not by_node
+        # Only the nodes grow with a conversation: a search of the adapters' per-head or
+        # per-node tables by their key prefix (a foreign-key check) reads a few rows.
+        whole = (words[0] == "SEARCH" and "conversation_id=?" in line and not by_node
+                 and "convotree_nodes" in line)
         if table_scan or (whole and not whole_tree):
             problems.append(line)
     return problems

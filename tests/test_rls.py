@@ -901,9 +901,11 @@ def test_the_command_line(world: World, spare: str) -> None:
     on = run_cli("db", "enable-rls", "--url", url, "--role", world.roles["app"])
     assert on.code == 0, on.err
     shown = url.replace(secret, "***")
+    # Every table of the schema, in the order enabling visits them (0005 added three).
     assert on.out.strip() == (f"{shown}: row-level security "
-                              f"on for convotree_conversations, convotree_nodes; role "
+                              f"on for {', '.join(_rls.policies())}; role "
                               f"{world.roles['app']} granted")
+    assert "convotree_conversations, " in on.out and "convotree_pydantic_ai_records" in on.out
     off = run_cli("db", "disable-rls", "--url", url)
     assert off.code == 0 and "row-level security off for convotree_conversations" in off.out
     refused = run_cli("db", "enable-rls", "--url", url, "--role", "postgres")

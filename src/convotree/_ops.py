@@ -34,6 +34,8 @@ from .models import Conversation, Node
 ALWAYS_KEPT_ROLES = ("system", "developer")
 
 _PATH = Statement(q.path)
+_TAIL = Statement(q.tail)
+_TAIL_OF_CURRENT = Statement(lambda lateral: q.tail(lateral, from_current=True))
 _NODE = q.node()
 _CHILDREN = q.children()
 _ROOTS = q.roots()
@@ -512,6 +514,22 @@ def path(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
     if not found:
         raise _missing_node(conn, tenant, conversation_id, node_id)
     found.sort(key=_depth)   # leaf first from the walk: linear for a reversed list
+    return found
+
+
+def tail(conn: Connection, *, tenant: str, conversation_id: uuid.UUID,
+         node_id: uuid.UUID | None, limit: int) -> list[Node]:
+    """The newest ``limit`` nodes of the branch ending at ``node_id`` (None: at the
+    conversation's current node), oldest first: one statement bounded by ``limit``."""
+    params: dict[str, Any] = {**_params(tenant, conversation_id, node_id), "tail_limit": limit}
+    statement = _TAIL if node_id is not None else _TAIL_OF_CURRENT
+    rows = statement.run(conn, params).fetchall()
+    found = reader(conn.dialect).nodes(rows, conversation_id)
+    if not found:
+        if node_id is not None:
+            raise _missing_node(conn, tenant, conversation_id, node_id)
+        _require_conversation(conn, tenant, conversation_id)   # or no current node yet
+    found.sort(key=_depth)
     return found
 
 

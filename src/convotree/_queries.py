@@ -241,6 +241,34 @@ def path(lateral: bool) -> Select[Any]:
     return select(*[walk.c[name] for name in names])
 
 
+#: The most nodes one ``tail`` reads (its limit is bound as a parameter).
+TAIL_LIMIT = bindparam("tail_limit", type_=nodes.c.depth.type)
+
+
+def tail(lateral: bool, *, from_current: bool = False) -> Select[Any]:
+    """The newest ``:tail_limit`` nodes of a branch: from a node up toward the root,
+    one recursive CTE that stops after that many steps (its cost follows the limit, not
+    the branch's depth). ``from_current``: start at the conversation's current node,
+    read in the anchor itself, so "the tail of the branch the conversation is on" is
+    one statement too. Rows in no particular order (the caller sorts them by depth);
+    the tenant is checked in the anchor.
+    """
+    names = NODE_COLUMN_NAMES
+    start = (select(conversations.c.current_node_id)
+             .where(conversations.c.id == C, conversations.c.tenant_id == TENANT)
+             .scalar_subquery()) if from_current else NODE
+    anchor = (
+        select(*[nodes.c[name] for name in names], literal_column("1").label("tail_n"))
+        .where(nodes.c.conversation_id == C, nodes.c.id == start, _tenant_ok())
+        .cte("tail", recursive=True)
+    )
+    up, source, where = _step_up(anchor, anchor.c.parent_id, names, lateral)
+    walk = anchor.union_all(
+        select(*[up[name] for name in names], anchor.c.tail_n + literal_column("1"))
+        .select_from(source).where(anchor.c.tail_n < TAIL_LIMIT, *where))
+    return select(*[walk.c[name] for name in names])
+
+
 def _tenant_nodes() -> Select[Any]:
     return (
         select(*NODE_COLUMNS)

@@ -152,3 +152,67 @@ nodes = Table(
         postgresql_where=text("kind = 'summary'"),
     ),
 )
+
+
+# --- pydantic-ai's conversation store (revision 0005) -----------------------------------
+# ``convotree.adapters.pydantic_ai`` keeps each pydantic-ai conversation record as a
+# named head over one convotree tree; a fork is another head over the same tree, so an
+# entry's parent is always in its own conversation. See migrations/versions/0005_*.py.
+
+pydantic_ai_names = Table(
+    "convotree_pydantic_ai_names",
+    metadata,
+    # The record's home: uuid5 of (tenant, name), computed from the name alone, so that
+    # finding a record by its name is one statement on one distribution value.
+    Column("conversation_id", Uuid(), nullable=False),
+    Column("tenant_id", Text(), nullable=False),
+    Column("name", Text(), nullable=False),
+    # The convotree conversation (tree) that holds the record and its entries. No
+    # foreign key: under Citus the home and the tree are different shards.
+    Column("tree_id", Uuid(), nullable=False),
+    PrimaryKeyConstraint("conversation_id"),
+)
+
+pydantic_ai_records = Table(
+    "convotree_pydantic_ai_records",
+    metadata,
+    Column("conversation_id", Uuid(), nullable=False),   # the tree
+    Column("name", Text(), nullable=False),               # pydantic-ai's conversation_id
+    Column("tenant_id", Text(), nullable=False),
+    Column("head_id", Uuid(), nullable=True),
+    # Tips of the branches the record left, oldest first (node ids as strings).
+    Column("branches", JSONType, nullable=False),
+    Column("usage", JSONType, nullable=False),
+    Column("deferred_tool_requests", JSONType, nullable=True),
+    Column("scope", Text(), nullable=True),
+    Column("forked_from", Text(), nullable=True),
+    Column("forked_at", Uuid(), nullable=True),
+    Column("revision", Text(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("format_version", Integer(), nullable=False),
+    PrimaryKeyConstraint("conversation_id", "name"),
+    ForeignKeyConstraint(["conversation_id"], ["convotree_conversations.id"], ondelete="CASCADE"),
+    # A head is a node of the record's own tree: the database refuses a dangling head.
+    ForeignKeyConstraint(
+        ["conversation_id", "head_id"],
+        ["convotree_nodes.conversation_id", "convotree_nodes.id"],
+    ),
+    Index(None, "tenant_id", "updated_at"),
+    Index(None, "tenant_id", "scope", "updated_at"),
+)
+
+pydantic_ai_messages = Table(
+    "convotree_pydantic_ai_messages",
+    metadata,
+    Column("conversation_id", Uuid(), nullable=False),
+    Column("node_id", Uuid(), nullable=False),
+    # The message as pydantic-ai's ModelMessagesTypeAdapter dumps it (one message).
+    Column("message", JSONType, nullable=False),
+    PrimaryKeyConstraint("conversation_id", "node_id"),
+    ForeignKeyConstraint(["conversation_id"], ["convotree_conversations.id"], ondelete="CASCADE"),
+    ForeignKeyConstraint(
+        ["conversation_id", "node_id"],
+        ["convotree_nodes.conversation_id", "convotree_nodes.id"],
+        ondelete="CASCADE",
+    ),
+)

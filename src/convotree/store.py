@@ -778,6 +778,24 @@ class Store:
             return _ops.path(conn, tenant=self.tenant, conversation_id=node.conversation_id,
                              node_id=node.id)
 
+    def tail(self, at: Node | ConversationRef, limit: int) -> list[Node]:
+        """The newest ``limit`` nodes of a branch, oldest first (``node`` last).
+
+        ``at`` is the branch's last node, or a conversation: then the branch it is on
+        (its current node; ``[]`` before its first message). One recursive statement
+        that climbs at most ``limit`` nodes, whatever the branch's depth: what a caller
+        that keeps the last few messages (an agent framework's session) reads instead
+        of the whole ``path``. ``limit`` is 1 to 2**31 - 1.
+        """
+        limit = _args.required_count(limit, "limit", minimum=1)
+        if isinstance(at, Node):
+            conversation_id, node_id = at.conversation_id, at.id
+        else:
+            conversation_id, node_id = _conversation_id(at), None
+        with self._one_read() as conn:
+            return _ops.tail(conn, tenant=self.tenant, conversation_id=conversation_id,
+                             node_id=node_id, limit=limit)
+
     def children(self, node: Node) -> list[Node]:
         """The nodes directly under ``node``, oldest first."""
         node = _args.node(node)

@@ -180,6 +180,7 @@ class AsyncStore:
     node = twin(Store.node)
     current = twin(Store.current)
     path = twin(Store.path)
+    tail = twin(Store.tail)
     children = twin(Store.children)
     tree = twin(Store.tree)
     roots = twin(Store.roots)
