@@ -558,6 +558,11 @@ def test_bad_arguments_are_typed(db_url: str) -> None:
 def test_keys_map_to_stable_ids_per_tenant(db_url: str) -> None:
     assert session_id_for_key("u1") == session_id_for_key("u1")
     assert session_id_for_key("u1") != session_id_for_key("u1", tenant="acme")
+    # The separator of the derived name cannot be smuggled into a key: two different
+    # (tenant, key) pairs never share an id.
+    for bad in ("b\x1fc", "a\x00", "\ud800", "k" * 1025):
+        with pytest.raises(InvalidArgument):
+            session_id_for_key(bad, tenant="a")
 
     async def scenario() -> None:
         store = await _open(db_url)

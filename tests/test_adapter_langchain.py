@@ -376,6 +376,12 @@ def test_threads_map_to_stable_conversations_per_tenant(db_url: str) -> None:
     assert conversation_id_for("t1") == conversation_id_for("t1")
     assert conversation_id_for("t1") != conversation_id_for("t1", tenant="acme")
     assert conversation_id_for("t1") != conversation_id_for("t1", namespace="planner")
+    # The separator of the derived name is refused in a thread id and a namespace, so
+    # conversation_id_for("b", namespace="a") and conversation_id_for("a\x1fb") differ.
+    with pytest.raises(InvalidArgument):
+        conversation_id_for("a\x1fb")
+    with pytest.raises(InvalidArgument):
+        conversation_id_for("b", namespace="a\x1f")
     thread = f"thread-{uuid.uuid4()}"
     with convotree.Store(db_url) as store, FakeOpenAI() as server:
         middleware = ConvotreeContextMiddleware(
@@ -460,6 +466,33 @@ def test_history_async_methods_clear_and_start_over(db_url: str) -> None:
                 await store.get_conversation(conversation)
 
     asyncio.run(main())
+
+
+def test_history_concurrent_first_writes_all_land(db_url: str) -> None:
+    """Several writers of a new session at once: one creates the conversation, the
+    others append to it (no ConversationExists, no message lost)."""
+    session = f"race-{uuid.uuid4()}"
+
+    async def main() -> None:
+        async with convotree.AsyncStore(db_url) as store:
+            writes = [ConvotreeChatMessageHistory(store, session).aadd_messages(
+                [HumanMessage(f"hi {index}", id=f"h{index}")]) for index in range(4)]
+            results = await asyncio.gather(*writes, return_exceptions=True)
+            assert results == [None] * 4
+            nodes = await store.tree(conversation_id_for(session))
+            assert sorted(n.content for n in nodes) == [f"hi {index}" for index in range(4)]
+
+    asyncio.run(main())
+
+
+def test_history_refuses_what_is_not_a_message_with_a_typed_error(db_url: str) -> None:
+    with convotree.Store(db_url) as store:
+        history = ConvotreeChatMessageHistory(store, f"s-{uuid.uuid4()}")
+        before = table_counts(store)
+        for bad in ("hi", {"role": "user", "content": "hi"}, None):
+            with pytest.raises(InvalidContent):
+                history.add_messages([HumanMessage("ok"), bad])  # type: ignore[list-item]
+        assert table_counts(store) == before and history.messages == []
 
 
 def test_history_sync_and_its_clear_option(db_url: str) -> None:

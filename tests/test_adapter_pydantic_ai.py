@@ -474,6 +474,46 @@ def test_scopes_keep_a_conversation_to_its_owner(db_url: str) -> None:
     run(scenario, db_url)
 
 
+@pytest.mark.parametrize("over", ["async", "sync"])
+def test_an_entry_kept_for_later_is_found_by_a_fresh_store(db_url: str, over: str) -> None:
+    """pydantic-ai suggests keeping entry ids (ratings, billing) and reading them later,
+    from another process: a store object that never saw the id finds its tree by the id
+    alone (one indexed statement), in its own tenant only; a fork anchored at it works
+    without ``forked_from``."""
+    chat = name()
+    # Tenants of this test alone: other tests list the records of theirs.
+    owner, other = f"owner-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+
+    async def write(store: ConvotreeConversationStore) -> Any:
+        await store.save(Conversation(conversation_id=chat, messages=turn("q", "a")))
+        record = await store.read_record(chat)
+        return record.head_id, (await store.read_history(record.head_id))[0].id
+
+    head, first = run(write, db_url, shell=over, tenant=owner)
+
+    async def later(store: ConvotreeConversationStore) -> None:
+        entry = await store.read_entry(head)
+        assert entry.id == head and text_of(entry.message) == "a"
+        assert [e.id for e in await store.read_history(head)] == [first, head]
+        fork = ConversationRecord(conversation_id=chat + "-f", head_id=first,
+                                  forked_at=first)
+        await store.write_record(fork, expected_revision=None)
+        loaded = await store.load(chat + "-f")
+        assert loaded is not None and [text_of(m) for m in loaded.messages] == ["q"]
+        assert await store.tree_of(chat + "-f") == await store.tree_of(chat)
+
+    run(later, db_url, shell=over, tenant=owner)
+
+    async def intruder(store: ConvotreeConversationStore) -> None:
+        with pytest.raises(errors.NodeNotFound):
+            await store.read_entry(head)
+        with pytest.raises(ConversationConflict):
+            await store.write_record(ConversationRecord(conversation_id=chat, head_id=head),
+                                     expected_revision=None)
+
+    run(intruder, db_url, shell=over, tenant=other)
+
+
 def test_tenants_do_not_see_each_other(db_url: str) -> None:
     chat = name()
 
@@ -513,6 +553,27 @@ def test_usage_and_deferred_tool_requests_round_trip(db_url: str) -> None:
         assert loaded.messages == messages
         record = await store.read_record(chat)
         assert record is not None and record.scope == "team" and record.format_version == 1
+
+    run(scenario, db_url)
+
+
+def test_the_system_prompt_stays_in_a_budgeted_context(db_url: str) -> None:
+    """pydantic-ai puts the system prompt in the first user request: that entry is
+    pinned, so convotree's budgeted context keeps it however far back it is."""
+    chat = name()
+
+    async def scenario(store: ConvotreeConversationStore) -> None:
+        with FakeOpenAI() as server:
+            agent = agent_for(server)
+            for prompt in ("Plan a trip to Lisbon", "Make it three days", "Add Sintra",
+                           "And Porto?"):
+                conversation = await store.load(chat) or Conversation(conversation_id=chat)
+                await store.save(await agent.run(prompt, conversation=conversation))
+        context = await store.context(chat, model="gpt-4o-mini", budget=40)
+        assert context.tokens <= 40
+        assert context.messages[0]["content"].startswith("You are terse.")
+        assert context.messages[-1]["content"] == "Notes: And Porto?"
+        assert len(context.messages) < 8    # the middle turns were dropped, not the prompt
 
     run(scenario, db_url)
 

@@ -89,9 +89,12 @@ def upgrade() -> None:
             ["convotree_nodes.conversation_id", "convotree_nodes.id"],
             name=f"fk_{MESSAGES}_conversation_id_node_id", ondelete="CASCADE"),
     )
+    # An entry id alone finds its tree (pydantic-ai's read_entry in a fresh process).
+    op.create_index(f"ix_{MESSAGES}_node_id", MESSAGES, ["node_id"])
 
 
 def downgrade() -> None:
+    op.drop_index(f"ix_{MESSAGES}_node_id", table_name=MESSAGES)
     op.drop_table(MESSAGES)
     op.drop_index(f"ix_{RECORDS}_tenant_id_scope_updated_at", table_name=RECORDS)
     op.drop_index(f"ix_{RECORDS}_tenant_id_updated_at", table_name=RECORDS)

@@ -215,4 +215,7 @@ pydantic_ai_messages = Table(
         ["convotree_nodes.conversation_id", "convotree_nodes.id"],
         ondelete="CASCADE",
     ),
+    # pydantic-ai names an entry by its id alone: a process that has not seen it finds
+    # its tree here (an index, not a key: under Citus a query on every shard).
+    Index(None, "node_id"),
 )

@@ -109,6 +109,19 @@ def _tree_of(conn: Connection, tenant: str, name: str) -> uuid.UUID | None:
     return found if isinstance(found, uuid.UUID) else None
 
 
+def tree_of_entry(store: Store, entry_id: uuid.UUID) -> uuid.UUID | None:
+    """The tree of the tenant's entry ``entry_id``, found by the id alone (one indexed
+    statement; under Citus a query on every shard), or None when the tenant has no such
+    entry or, hand-made ids reused, more than one tree holds it."""
+    query = (select(messages.c.conversation_id)
+             .join(conversations, conversations.c.id == messages.c.conversation_id)
+             .where(messages.c.node_id == entry_id, conversations.c.tenant_id == store.tenant)
+             .limit(2))
+    with store._transaction(write=False) as conn:
+        found = list(conn.execute(query).scalars())
+    return found[0] if len(found) == 1 and isinstance(found[0], uuid.UUID) else None
+
+
 def _record(conn: Connection, tenant: str, tree_id: uuid.UUID, name: str, *,
             lock: bool = False) -> RecordRow | None:
     query = select(records).where(records.c.conversation_id == tree_id,

@@ -105,6 +105,14 @@ def session_id_for_key(key: str, *, tenant: str = "") -> uuid.UUID:
     processes (UUIDv5), distinct per tenant, like the ids ``convotree.interchange`` mints."""
     if not isinstance(key, str) or not key:
         raise InvalidArgument("key must be a non-empty string")
+    # U+001F separates tenant and key in the derived name: refused in a key, so two
+    # different (tenant, key) pairs never derive the same id. NUL as everywhere.
+    if "\x1f" in key or "\x00" in key or len(key.encode("utf-8", "surrogatepass")) > 1024:
+        raise InvalidArgument("key must be at most 1,024 bytes, without NUL or U+001F")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument("key contains a lone surrogate") from exc
     return uuid.uuid5(KEY_NAMESPACE, f"{tenant}\x1f{key}")
 
 

@@ -74,9 +74,12 @@ def _key(value: Any, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | uuid.UUID):
         raise InvalidArgument(f"{what} must be a string, not {type(value).__name__}")
     text = str(value)
-    if not text or "\x00" in text or len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    # U+001F separates the parts of the name an id is derived from: refused in a key,
+    # two different (tenant, namespace, key) triples can never derive the same id.
+    if (not text or "\x00" in text or "\x1f" in text
+            or len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES):
         raise InvalidArgument(f"{what} must be a non-empty string of at most "
-                              f"{MAX_KEY_BYTES} bytes without NUL")
+                              f"{MAX_KEY_BYTES} bytes without NUL or U+001F")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -558,24 +561,33 @@ def _read(store: Store, conversation_id: uuid.UUID) -> list[BaseMessage]:
 
 
 def _add(store: Store, conversation_id: uuid.UUID, messages: list[BaseMessage]) -> None:
-    try:
-        current = store.current(conversation_id)
-        exists = True
-    except ConversationNotFound:
-        current, exists = None, False
-    digest = lc.node_chain(current) if current is not None else None
-    # Digests extend a digested branch only (or start one): a branch that was not
-    # written through LangChain gets none, so no mirror mistakes it for a thread.
-    chained = current is None or digest is not None
-    fields = []
-    for message in messages:
-        if chained:
-            digest = lc.chain(digest, message)
-        fields.append(lc.append_fields(message, digest if chained else None))
-    if not fields:
+    for message in messages:   # a typed error for what is no message, before any read
+        lc.role_of(message)
+    for attempt in (1, 2):
+        try:
+            current = store.current(conversation_id)
+            exists = True
+        except ConversationNotFound:
+            current, exists = None, False
+        digest = lc.node_chain(current) if current is not None else None
+        # Digests extend a digested branch only (or start one): a branch that was not
+        # written through LangChain gets none, so no mirror mistakes it for a thread.
+        chained = current is None or digest is not None
+        fields = []
+        for message in messages:
+            if chained:
+                digest = lc.chain(digest, message)
+            fields.append(lc.append_fields(message, digest if chained else None))
+        if not fields:
+            return
+        try:
+            _write(store, conversation_id, current, fields,
+                   create=None if exists else {"metadata": {lc.KEY: {"session": True}}})
+        except ConversationExists:
+            if exists or attempt == 2:
+                raise   # another tenant holds the id
+            continue    # a concurrent first write created it meanwhile: append to it
         return
-    _write(store, conversation_id, current, fields,
-           create=None if exists else {"metadata": {lc.KEY: {"session": True}}})
 
 
 def _clear(store: Store, conversation_id: uuid.UUID, how: str) -> None:

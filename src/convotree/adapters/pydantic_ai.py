@@ -272,8 +272,10 @@ class ConvotreeConversationStore(ConversationStore):
                     source = await self._run(ops.read_record,
                                              _key(record.forked_from, "forked_from"))
                     hint = None if source is None else source.tree_id
+                if hint is None:   # an entry another process wrote: found by its id
+                    hint = await self._run(ops.tree_of_entry, _entry_id(anchor, "head_id"))
                 if hint is None:
-                    raise ConversationConflict(name)   # an entry this store does not have
+                    raise ConversationConflict(name)   # an entry this tenant does not have
         try:
             tree_id = await self._run(ops.write_record, name=name, record=values,
                                       entries=entries, expected_revision=expected_revision,
@@ -343,9 +345,12 @@ class ConvotreeConversationStore(ConversationStore):
         head = _entry_id(head_id, "head_id")
         tree_id = self._trees.get(head_id)
         if tree_id is None:
-            raise NodeNotFound(
-                f"entry {head_id} is not one this store has read or written: read it "
-                "through its conversation (load_entries) first", node_id=head)
+            # An id this store object has not seen (another process wrote it, or it
+            # was kept for later): one indexed lookup by the id alone.
+            tree_id = await self._run(ops.tree_of_entry, head)
+        if tree_id is None:
+            raise NodeNotFound(f"no entry {head_id} in this tenant's conversations",
+                               node_id=head)
         rows = await self._run(ops.read_history, tree_id, head, limit)
         entries = [ConversationEntry(
             id=str(node_id), parent_id=None if parent_id is None else str(parent_id),
@@ -407,9 +412,11 @@ def _entry(store: Store, entry: ConversationEntry, index: int) -> ops.NewEntry:
             reasoning_tokens=(usage.details or {}).get("reasoning_tokens") or None,
             response_id=message.provider_response_id, finish_reason=message.finish_reason)
     else:
-        system = bool(message.parts) and all(
-            isinstance(part, SystemPromptPart) for part in message.parts)
-        fields["role"] = "system" if system else "user"
+        prompts = [isinstance(part, SystemPromptPart) for part in message.parts]
+        fields["role"] = "system" if prompts and all(prompts) else "user"
+        # pydantic-ai sends the system prompt in the same request as the first user
+        # prompt: pinned, so a budgeted context() always keeps it, like a system message.
+        fields["pinned"] = any(prompts)
     prepared = store._prepare(**fields)
     parent = None if entry.parent_id is None else _entry_id(entry.parent_id, "parent_id")
     return ops.NewEntry(id=_entry_id(entry.id, "entry id"), parent_id=parent,
