@@ -42,6 +42,7 @@ _ROOTS = q.roots()
 _TREE = q.tree()
 _SHAPE = q.shape()
 _NODES_BY_ID = q.nodes_by_id()
+_LEAVES_SQLITE = q.leaves_by_anti_join()
 #: Ids per statement when reading nodes by id: under every driver's parameter limit.
 _IDS_PER_STATEMENT = 500
 _PARENT_FOR_APPEND = q.parent_for_append()
@@ -558,9 +559,15 @@ def conversation_nodes(conn: Connection, *, tenant: str, conversation_id: uuid.U
 
 
 def leaves(conn: Connection, *, tenant: str, conversation_id: uuid.UUID) -> list[Node]:
-    """Message nodes with no message child, oldest first: one read of the tree's shape,
-    then the leaves themselves (see ``_queries.shape`` for why not one statement)."""
+    """Message nodes with no message child, oldest first. SQLite: one anti join. PostgreSQL:
+    one read of the tree's shape, then the leaves themselves (see ``_queries.shape``
+    for why not the anti join there)."""
     params = _params(tenant, conversation_id)
+    if conn.dialect.name == "sqlite":
+        found = _nodes(conn, _LEAVES_SQLITE, params)
+        if not found:
+            _require_conversation(conn, tenant, conversation_id)
+        return found
     rows = conn.execute(_SHAPE, params).all()
     if not rows:
         _require_conversation(conn, tenant, conversation_id)

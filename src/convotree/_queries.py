@@ -315,6 +315,21 @@ def shape() -> Select[Any]:
         nodes.c.conversation_id == C, _tenant_ok())
 
 
+def leaves_by_anti_join() -> Select[Any]:
+    """A conversation's message leaves in one statement, for SQLite: every message node
+    with no message child, oldest first. SQLite's planner probes the
+    ``(parent_id, conversation_id)`` index once per node, whatever its statistics, so
+    this reads the conversation once (the PostgreSQL plan of the same anti join is why
+    ``shape`` exists there)."""
+    child = nodes.alias("child")
+    return (_tenant_nodes()
+            .where(nodes.c.kind == "message",
+                   ~exists().where(child.c.parent_id == nodes.c.id,
+                                   child.c.conversation_id == C,
+                                   child.c.kind == "message"))
+            .order_by(nodes.c.created_at, nodes.c.id))
+
+
 def nodes_by_id() -> Select[Any]:
     """Nodes of one conversation by id (``:ids``, expanding), tenant-checked."""
     return _tenant_nodes().where(nodes.c.id.in_(bindparam("ids", expanding=True)))
