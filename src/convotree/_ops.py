@@ -564,10 +564,10 @@ def leaves(conn: Connection, *, tenant: str, conversation_id: uuid.UUID) -> list
     for why not the anti join there)."""
     params = _params(tenant, conversation_id)
     if conn.dialect.name == "sqlite":
-        found = _nodes(conn, _LEAVES_SQLITE, params)
-        if not found:
+        leaves_found = _nodes(conn, _LEAVES_SQLITE, params)
+        if not leaves_found:
             _require_conversation(conn, tenant, conversation_id)
-        return found
+        return leaves_found
     rows = conn.execute(_SHAPE, params).all()
     if not rows:
         _require_conversation(conn, tenant, conversation_id)
