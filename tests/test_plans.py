@@ -40,7 +40,7 @@ from convotree.interchange import import_file
 from tests import sql_audit
 
 #: Operations that list a whole conversation: a scan pinned to the conversation is right.
-WHOLE_TREE = {"tree", "roots", "leaves"}
+WHOLE_TREE = {"tree", "roots", "leaves", "pai_delete"}
 #: Operations whose cost may follow the conversation's size (read it once, never once per
 #: node): removing a subtree or the summaries below a node.
 ONCE_PER_CONVERSATION = {"delete", "redact"}
@@ -141,7 +141,48 @@ def _operations(store: convotree.Store, made: dict[str, Any]
         ("tree", lambda: store.tree(conv)),
         ("roots", lambda: store.roots(conv)),
         ("leaves", lambda: store.leaves(conv)),
+        *_pydantic_ai_operations(store),
     ]
+
+
+def _pydantic_ai_operations(store: convotree.Store) -> list[tuple[str, Callable[[], object]]]:
+    """The pydantic-ai adapter's statements, through pydantic-ai's own helpers on the
+    sync store: save, load, fork, an entry read by id alone, delete with its garbage
+    collection (a whole-tree walk)."""
+    import asyncio
+
+    from pydantic_ai.conversation import Conversation
+    from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
+
+    from convotree.adapters.pydantic_ai import ConvotreeConversationStore
+
+    adapter = ConvotreeConversationStore(store)
+    name = f"plans-{uuid.uuid4().hex[:8]}"
+    messages = [m for i in range(30) for m in (
+        ModelRequest(parts=[UserPromptPart(content=f"question {i}")]),
+        ModelResponse(parts=[TextPart(content=f"answer {i}")], model_name="gpt-4o"))]
+    heads: dict[str, str] = {}
+
+    def save() -> None:
+        asyncio.run(adapter.save(Conversation(conversation_id=name, messages=messages)))
+
+    def load() -> None:
+        record = asyncio.run(adapter.read_record(name))
+        assert record is not None and record.head_id is not None
+        heads["head"] = record.head_id
+        assert asyncio.run(adapter.load(name, limit=10)) is not None
+
+    def fork() -> None:
+        asyncio.run(adapter.fork(name, at=20, new_conversation_id=name + "-fork"))
+
+    def entry_by_id() -> None:   # a store object that never saw the id
+        asyncio.run(ConvotreeConversationStore(store).read_entry(heads["head"]))
+
+    def delete() -> None:
+        asyncio.run(adapter.delete(name + "-fork"))
+
+    return [("pai_save", save), ("pai_load", load), ("pai_fork", fork),
+            ("pai_entry_by_id", entry_by_id), ("pai_delete", delete)]
 
 
 @pytest.fixture
