@@ -261,8 +261,10 @@ def write_record(store: Store, *, name: str, record: Mapping[str, Any],
                                 set_current=True, node_id=entry.id)
                 except NodeNotFound:
                     raise Conflict(name) from None   # the parent was released meanwhile
-                conn.execute(insert(messages).values(
-                    conversation_id=tree_id, node_id=entry.id, message=entry.json))
+            if entries:   # the JSON of every new entry in one executemany
+                conn.execute(insert(messages), [
+                    {"conversation_id": tree_id, "node_id": entry.id, "message": entry.json}
+                    for entry in entries])
             if head_id is not None and head_id not in made and not _node_in_tree(
                     conn, tenant, tree_id, head_id):
                 raise Conflict(name)
