@@ -951,6 +951,7 @@ def test_every_statement_keeps_index_probes_under_rls(world: World) -> None:
     lookup; an EXISTS policy planned as a hashed subplan would scan the tenant's
     conversations by ``tenant_id`` and fail here."""
     from tests.test_plans import (
+        WHOLE_TREE,
         _explain,
         _explainer,
         _grow,
@@ -1004,8 +1005,7 @@ def test_every_statement_keeps_index_probes_under_rls(world: World) -> None:
                         continue   # the store's catalog read (pg_class), no table of ours
                     explained += 1
                     filtered += "convotree.tenant" in repr(plan)
-                    found = plan_problems(plan, whole_tree=operation_name in {
-                        "tree", "roots", "leaves"}, once=operation_name in {"delete", "redact"})
+                    found = plan_problems(plan, whole_tree=operation_name in WHOLE_TREE, once=operation_name in {"delete", "redact"})
                     if found:
                         problems.setdefault(f"{operation_name} ({mode})", []).extend(found)
         conn.rollback()
