@@ -1005,7 +1005,8 @@ def test_every_statement_keeps_index_probes_under_rls(world: World) -> None:
                         continue   # the store's catalog read (pg_class), no table of ours
                     explained += 1
                     filtered += "convotree.tenant" in repr(plan)
-                    found = plan_problems(plan, whole_tree=operation_name in WHOLE_TREE, once=operation_name in {"delete", "redact"})
+                    found = plan_problems(plan, whole_tree=operation_name in WHOLE_TREE,
+                                          once=operation_name in {"delete", "redact"})
                     if found:
                         problems.setdefault(f"{operation_name} ({mode})", []).extend(found)
         conn.rollback()
