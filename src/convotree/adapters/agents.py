@@ -69,6 +69,7 @@ from ..models import Conversation, Node
 from ..store_async import AsyncStore
 from ..summaries import Summarizer
 from ..tokens import count_text, encoding_for_model
+from ._keys import derivation_key
 
 __all__ = ["ConvotreeSession", "ConvotreeUsageHooks", "session_id_for_key"]
 
@@ -103,17 +104,9 @@ _PENDING_RESPONSES = 64
 def session_id_for_key(key: str, *, tenant: str = "") -> uuid.UUID:
     """The conversation id of the session named ``key`` for ``tenant``: stable across
     processes (UUIDv5), distinct per tenant, like the ids ``convotree.interchange`` mints."""
-    if not isinstance(key, str) or not key:
+    if not isinstance(key, str):
         raise InvalidArgument("key must be a non-empty string")
-    # U+001F separates tenant and key in the derived name: refused in a key, so two
-    # different (tenant, key) pairs never derive the same id. NUL as everywhere.
-    if "\x1f" in key or "\x00" in key or len(key.encode("utf-8", "surrogatepass")) > 1024:
-        raise InvalidArgument("key must be at most 1,024 bytes, without NUL or U+001F")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgument("key contains a lone surrogate") from exc
-    return uuid.uuid5(KEY_NAMESPACE, f"{tenant}\x1f{key}")
+    return uuid.uuid5(KEY_NAMESPACE, f"{tenant}\x1f{derivation_key(key, 'key')}")
 
 
 # --- items as nodes (pure) --------------------------------------------------------------

@@ -52,6 +52,7 @@ from ..models import Node
 from ..store import Store
 from ..store_async import AsyncStore
 from . import _langchain_messages as lc
+from ._keys import derivation_key
 
 if TYPE_CHECKING:
     from langgraph.runtime import Runtime
@@ -66,25 +67,10 @@ T = TypeVar("T")
 
 #: The name under which thread ids are turned into conversation ids (per tenant).
 SOURCE = "langchain"
-#: Longest thread or session id (UTF-8 bytes): an id, not a document.
-MAX_KEY_BYTES = 1024
-
-
 def _key(value: Any, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | uuid.UUID):
         raise InvalidArgument(f"{what} must be a string, not {type(value).__name__}")
-    text = str(value)
-    # U+001F separates the parts of the name an id is derived from: refused in a key,
-    # two different (tenant, namespace, key) triples can never derive the same id.
-    if (not text or "\x00" in text or "\x1f" in text
-            or len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES):
-        raise InvalidArgument(f"{what} must be a non-empty string of at most "
-                              f"{MAX_KEY_BYTES} bytes without NUL or U+001F")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgument(f"{what} contains a lone surrogate") from exc
-    return text
+    return derivation_key(str(value), what)
 
 
 def conversation_id_for(key: str, *, tenant: str = "", namespace: str = "") -> uuid.UUID:
