@@ -202,6 +202,8 @@ def _prepare(command: str, work: Path, demo: Path) -> tuple[str, Path]:
         (r"^(\S*python\S* -m benchmarks plans)$", r"\1 --quick --calls 60 --backends sqlite"),
         (r"^(\S*python\S* -m benchmarks peers)$",
          r"\1 --quick --backends sqlite --depths 100 --repeat 1"),
+        (r"^(\S*python\S* -m benchmarks reporting)$",
+         r"\1 --quick --messages 3000 --conversations 30 --repeat 1"),
         (r"^(\S*python\S* -m benchmarks\.concurrency_bench)$",
          rf"\1 --appends 30 --out {work / 'concurrency.md'}"),
         (r"examples/", f"{ROOT}/examples/"),

@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import convotree
+from convotree import _views as _views_module
 from convotree import errors
 from convotree._migrate import migrations_dir
 from convotree._schema import SCHEMA_REVISION, VERSION_TABLE, metadata
@@ -279,6 +280,43 @@ def test_every_step_up_and_down_keeps_the_data(empty_db_url: str) -> None:
         assert convotree.current_revision(empty_db_url) is None
         convotree.migrate(empty_db_url)                    # and back up, empty
         assert convotree.current_revision(empty_db_url) == SCHEMA_REVISION
+
+
+def _views(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every reporting view's rows (ordered), or an empty dict when there are none."""
+    engine = convotree.create_engine(url)
+    try:
+        present = set(sa.inspect(engine).get_view_names())
+        with engine.connect() as conn:
+            return {view.name: sorted(
+                (tuple(r) for r in conn.execute(sa.select(view))), key=repr)
+                for view in _views_module.VIEWS if view.name in present}
+    finally:
+        engine.dispose()
+
+
+def test_the_reporting_views_come_and_go_with_0006_and_the_data_stays(
+        empty_db_url: str) -> None:
+    with sql_audit.unaudited():
+        convotree.migrate(empty_db_url)
+        made = _fill(empty_db_url)
+        before, seen = _snapshot(empty_db_url), _views(empty_db_url)
+        assert set(seen) == {view.name for view in _views_module.VIEWS}
+        stats = {row[0]: row for row in seen["convotree_conversation_stats"]}
+        conversation = stats[made["conversation"]]
+        # 8 messages and a summary; 3 leaves (the two edits and the compacted answer).
+        assert conversation[6:9] == (8, 1, 3)
+        day_index = empty_db_url.startswith("postgresql")
+        assert ("ix_convotree_nodes_utc_day" in _indexes(empty_db_url)) is day_index
+
+        convotree.downgrade(empty_db_url, "0005")
+        assert _views(empty_db_url) == {}
+        assert "ix_convotree_nodes_utc_day" not in _indexes(empty_db_url)
+        assert _snapshot(empty_db_url) == before
+
+        convotree.migrate(empty_db_url)
+        assert _views(empty_db_url) == seen                # the same answers, nothing stored
+        assert ("ix_convotree_nodes_utc_day" in _indexes(empty_db_url)) is day_index
 
 
 def test_a_failed_downgrade_leaves_the_database_where_it_was(empty_db_url: str) -> None:

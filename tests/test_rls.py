@@ -7,12 +7,12 @@ application is meant to run under row-level security. The shared test database i
 never touched. On a run without PostgreSQL the cases skip the way every PostgreSQL case
 does (loudly; a failure under ``CONVOTREE_REQUIRE_POSTGRES=1``).
 
-convotree ships no views yet; the module makes two ``convotree_*`` views (one over the
-tables, one over the other view), owned by the superuser, to stand for the reporting
-views people write SQL against: without ``security_invoker`` they would show every
-tenant's rows to anyone who may read them. Every check of "what a tenant sees" adds
-to ``LEDGER``; the last test prints the figures and demands zero rows of another
-tenant.
+Besides convotree's five reporting views (migration 0006), the module makes two more
+``convotree_*`` views (one over the tables, one over the other view), owned by the
+superuser, to stand for views people add themselves: without ``security_invoker`` any
+of them would show every tenant's rows to anyone who may read them. Every check of
+"what a tenant sees" adds to ``LEDGER``; the last test prints the figures and demands
+zero rows of another tenant.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 import convotree
-from convotree import _rls, reporting
+from convotree import _rls, _views, reporting
 from convotree.errors import ConfigurationError, ConversationExists, NotFound
 from tests import sql_audit
 from tests.conftest import PG_URL, PostgresServer, _require
@@ -48,6 +48,8 @@ VIEWS = {
         "SELECT tenant_id, count(*) AS conversations, sum(nodes) AS nodes "
         "FROM convotree_probe_sizes GROUP BY tenant_id"),
 }
+#: Every view over convotree's tables here: the migrations' and the probes, by name.
+ALL_VIEWS = tuple(sorted({*VIEWS, *(view.name for view in _views.VIEWS)}))
 
 
 # --- the figures --------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def world(postgres: PostgresServer) -> Iterator[World]:
                 for name, body in VIEWS.items():
                     conn.execute(sa.text(f"CREATE VIEW {name} AS {body}"))
             done = _rls.enable_row_level_security(made.admin_url, role=roles["app"])
-            assert done.views == tuple(VIEWS)
+            assert done.views == ALL_VIEWS
             for tenant in TENANTS:
                 with convotree.Store(made.app_url, tenant=tenant) as store:
                     made.built[tenant] = build(store)
@@ -365,17 +367,17 @@ def test_enable_sets_policies_force_views_and_grants_idempotently(world: World) 
              ORDER BY 1""", {"r": app})
     engine.dispose()
     assert before == after          # the second run changed nothing
-    assert again == _rls.RowLevelSecurity(True, tuple(_rls.policies()), tuple(VIEWS), app)
+    assert again == _rls.RowLevelSecurity(True, tuple(_rls.policies()), ALL_VIEWS, app)
     for name, enabled, forced, policies, _ in tables.values():
         assert enabled and forced, name
         assert len(policies) == 1 and policies[0].startswith(f"{_rls.POLICY}:*:"), policies
         assert "current_setting('convotree.tenant'::text, true)" in policies[0]
-    views = {r[0]: r[4] for r in after if r[0] in VIEWS}
-    assert views == {name: ["security_invoker=true"] for name in VIEWS}
+    views = {r[0]: r[4] for r in after if r[0] in ALL_VIEWS}
+    assert views == {name: ["security_invoker=true"] for name in ALL_VIEWS}
     granted = {r[0]: r[1:] for r in privileges}
     for table in _rls.policies():
         assert granted[table] == (True, True, True, True, False)   # never TRUNCATE
-    for view in VIEWS:
+    for view in ALL_VIEWS:
         assert granted[view][0] is True
     assert granted["convotree_alembic_version"][:2] == (True, False)
 

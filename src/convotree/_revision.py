@@ -9,6 +9,6 @@ from __future__ import annotations
 __all__ = ["SCHEMA_REVISION", "VERSION_TABLE"]
 
 #: The alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 #: Alembic's version table for convotree, never the application's ``alembic_version``.
 VERSION_TABLE = "convotree_alembic_version"

@@ -141,6 +141,11 @@ nodes = Table(
     # ``(conversation_id, id)`` then has no index to choose but the primary key, under
     # any statistics (see migrations/versions/0004_children_index.py).
     Index(None, "parent_id", "conversation_id"),
+    # The UTC day convotree_usage_daily groups by (revision 0006), so a report on recent
+    # days reads only those. PostgreSQL only: SQLite never pushes a filter into a view
+    # that aggregates, so it would never read the index.
+    Index("ix_convotree_nodes_utc_day",
+          text("((created_at AT TIME ZONE 'UTC'::text))::date")).ddl_if(dialect="postgresql"),
     # One summary per covered span: a summary hangs under the last node it covers, so
     # two processes summarizing the same prefix at once cannot both store one.
     Index(

@@ -1,9 +1,11 @@
 """Headline numbers about a tenant's conversations, computed by the database.
 
-Every function here is one SQL statement over the two tables; nothing loads messages
-into Python, so a report on a million-message database costs what the aggregate costs.
-They take a ``Store`` (for its engine and tenant) or a ``Connection`` plus a tenant,
-and return typed rows:
+Every function here is one SQL statement over the reporting views of revision 0006
+(``convotree_conversation_stats``, ``convotree_usage_daily``; see docs/reporting.md), so
+the Python API, ``convotree report``/``convotree ls`` and an analyst's SQL see the same
+numbers; nothing loads messages into Python, so a report on a million-message database
+costs what the aggregate costs. They take a ``Store`` (for its engine and tenant) or a
+``Connection`` plus a tenant, and return typed rows:
 
     from convotree import Store, reporting
     with Store(url) as store:
@@ -14,16 +16,14 @@ and return typed rows:
 
 Why these statements are not confined to one conversation: they are the reports
 *across* conversations, the one place where that is the point. On Citus they run as
-multi-shard queries grouped or joined on the distribution column (``conversation_id``),
-which Citus supports. The test suite's SQL audit (``tests/sql_audit.py``) demands
+multi-shard queries over views joined and correlated on the distribution column
+(``conversation_id``). The test suite's SQL audit (``tests/sql_audit.py``) demands
 ``conversation_id = <param>`` on every statement touching ``convotree_nodes``; these
 statements all go through :func:`_execute`, and the tests exempt that one function and
 nothing else (see ``tests/test_reporting.py``).
 
-Portability: the same statements run on SQLite and PostgreSQL. Dates are bucketed in
-UTC by :class:`utc_date`, compiled per dialect (SQLite stores naive UTC text, so
-``date(x)``; PostgreSQL stores ``timestamptz``, so ``(x AT TIME ZONE 'UTC')::date``,
-which does not depend on the session's time zone).
+Portability: the same statements run on SQLite and PostgreSQL; the views bucket days in
+UTC on both (``convotree_usage_daily.day``).
 """
 
 from __future__ import annotations
@@ -31,28 +31,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Date,
-    Engine,
-    Executable,
-    Row,
-    and_,
-    case,
-    exists,
-    func,
-    select,
-)
+from sqlalchemy import Connection, Engine, Executable, Row, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
 from . import _args, _dberrors, _rls
-from ._schema import conversations, nodes
+from ._schema import conversations
+from ._views import conversation_stats as stats_view
+from ._views import usage_daily
 from .errors import ConfigurationError, InvalidArgument
 from .store import Store, check_tenant
 
@@ -78,7 +66,11 @@ MAX_DAYS = 3660
 
 @dataclass(frozen=True, slots=True)
 class ConversationStats:
-    """One conversation with its size: ``branches`` counts message leaves."""
+    """One conversation with its size (a row of ``convotree_conversation_stats``):
+    ``branches`` counts message leaves, ``tokens`` the messages' content tokens,
+    ``regenerations``/``edits`` the answers/prompts added beside an earlier one,
+    ``input_tokens``/``output_tokens`` the usage the API reported (summaries included),
+    ``last_activity`` the newest node's time."""
 
     id: uuid.UUID
     title: str | None
@@ -89,6 +81,13 @@ class ConversationStats:
     summaries: int
     branches: int
     tokens: int
+    branch_points: int = 0
+    regenerations: int = 0
+    edits: int = 0
+    max_depth: int | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    last_activity: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,54 +139,8 @@ class DayUsage:
 # --- portable pieces ---------------------------------------------------------------------
 
 
-class utc_date(FunctionElement[date]):  # lower case: reads as a SQL function
-    """The UTC calendar day of a timestamp column, on SQLite and PostgreSQL."""
-
-    type = Date()
-    inherit_cache = True
-
-
-@compiles(utc_date, "sqlite")
-def _utc_date_sqlite(element: utc_date, compiler: SQLCompiler, **kw: Any) -> str:
-    # convotree stores naive UTC text on SQLite ("2025-01-31 23:59:59.000000").
-    return f"date({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(utc_date)
-def _utc_date_default(element: utc_date, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST(({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC') AS DATE)"
-
-
-def _as_date(value: date | str) -> date:
-    # SQLite returns date() as text; PostgreSQL as a date.
-    return date.fromisoformat(value) if isinstance(value, str) else value
-
-
 def _sum(column: Any) -> Any:
     return func.coalesce(func.sum(column), 0)
-
-
-def _is_message_leaf(n: Any) -> Any:
-    """A message with no message child: the end of one branch."""
-    child = nodes.alias("child")
-    return and_(n.c.kind == "message", ~exists().where(
-        child.c.conversation_id == n.c.conversation_id,
-        child.c.parent_id == n.c.id,
-        child.c.kind == "message",
-    ))
-
-
-def _count_if(condition: Any) -> Any:
-    return _sum(case((condition, 1), else_=0))
-
-
-def _tenant_nodes(tenant: str) -> tuple[Any, Any]:
-    """Nodes joined to their conversation, limited to the tenant (the join is on the
-    distribution column, so Citus runs it shard by shard)."""
-    n = nodes.alias("n")
-    c = conversations.alias("c")
-    joined = n.join(c, and_(c.c.id == n.c.conversation_id, c.c.tenant_id == tenant))
-    return n, joined
 
 
 # --- execution ---------------------------------------------------------------------------
@@ -263,107 +216,99 @@ def conversation_stats(source: Store | Connection, *, tenant: str | None = None,
                        limit: int = 50) -> list[ConversationStats]:
     """The ``limit`` conversations with the newest activity, with their sizes.
 
-    One statement: the page of conversations is chosen first (index on
-    ``(tenant_id, updated_at)``), then only its nodes are aggregated.
+    One statement: the page of conversations is chosen first (``IN`` a ``LIMIT``ed
+    subquery over the ``(tenant_id, updated_at)`` index), then the view aggregates only
+    that page's nodes (PostgreSQL: its ``LATERAL`` per conversation; SQLite: its
+    correlated subqueries), whatever the tenant's size. A plain join and an ``IN``
+    rather than a subquery in FROM: the shape Citus accepts for a multi-shard query.
     """
     limit = _args.limit(limit)
 
     def build(tenant: str) -> Executable:
-        page = (select(conversations)
+        page = (select(conversations.c.id)
                 .where(conversations.c.tenant_id == tenant)
                 .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
-                .limit(limit)
-                .subquery("c"))
-        n = nodes.alias("n")
-        message = n.c.kind == "message"
+                .limit(limit))
+        v = stats_view.c
         return (
-            select(
-                page.c.id, page.c.title, page.c.created_at, page.c.updated_at,
-                page.c.current_node_id,
-                _count_if(message).label("messages"),
-                _count_if(n.c.kind == "summary").label("summaries"),
-                _count_if(_is_message_leaf(n)).label("branches"),
-                _sum(case((message, n.c.token_count), else_=0)).label("tokens"),
-            )
-            .select_from(page.outerjoin(n, n.c.conversation_id == page.c.id))
-            .group_by(page.c.id, page.c.title, page.c.created_at, page.c.updated_at,
-                      page.c.current_node_id)
-            .order_by(page.c.updated_at.desc(), page.c.id.desc())
+            select(v.conversation_id.label("id"), v.title, v.created_at, v.updated_at,
+                   v.current_node_id, v.messages, v.summaries, v.branches,
+                   v.content_tokens.label("tokens"), v.branch_points, v.regenerations,
+                   v.edits, v.max_depth, v.input_tokens, v.output_tokens, v.last_activity)
+            .where(v.tenant_id == tenant, v.conversation_id.in_(page))
+            .order_by(v.updated_at.desc(), v.conversation_id.desc())
         )
 
     return [ConversationStats(**row._mapping) for row in _run(source, tenant, build)]
 
 
 def totals(source: Store | Connection, *, tenant: str | None = None) -> Totals:
-    """Conversations, messages, summaries, branches and tokens of the tenant."""
+    """Conversations, messages, summaries, branches and tokens of the tenant: the sums
+    of its rows of ``convotree_conversation_stats``."""
     def build(tenant: str) -> Executable:
-        n, joined = _tenant_nodes(tenant)
-        node_totals = (
-            select(
-                _count_if(n.c.kind == "message").label("messages"),
-                _count_if(n.c.kind == "summary").label("summaries"),
-                _count_if(_is_message_leaf(n)).label("branches"),
-                _sum(case((n.c.kind == "message", n.c.token_count), else_=0)).label("tokens"),
-                _sum(case((n.c.kind == "summary", n.c.token_count), else_=0)
-                     ).label("summary_tokens"),
-                _sum(n.c.input_tokens).label("input_tokens"),
-                _sum(n.c.output_tokens).label("output_tokens"),
-            ).select_from(joined).subquery("t")
-        )
-        count = (select(func.count()).select_from(conversations)
-                 .where(conversations.c.tenant_id == tenant).scalar_subquery())
-        return select(count.label("conversations"), *node_totals.c)
+        v = stats_view.c
+        return (select(func.count().label("conversations"),
+                       _sum(v.messages).label("messages"),
+                       _sum(v.summaries).label("summaries"),
+                       _sum(v.branches).label("branches"),
+                       _sum(v.content_tokens).label("tokens"),
+                       _sum(v.summary_tokens).label("summary_tokens"),
+                       _sum(v.input_tokens).label("input_tokens"),
+                       _sum(v.output_tokens).label("output_tokens"))
+                .where(v.tenant_id == tenant))
 
     (row,) = _run(source, tenant, build)
     return Totals(**{key: int(value) for key, value in row._mapping.items()})
 
 
 def by_model(source: Store | Connection, *, tenant: str | None = None) -> list[ModelUsage]:
-    """Messages and summaries grouped by the model that wrote them, most tokens first."""
+    """Messages and summaries grouped by the model that wrote them, most tokens first
+    (``convotree_usage_daily`` summed over the days)."""
     def build(tenant: str) -> Executable:
-        n, joined = _tenant_nodes(tenant)
-        tokens = _sum(n.c.token_count)
+        v = usage_daily.c
+        tokens = _sum(v.content_tokens)
         return (
-            select(n.c.model, func.count().label("messages"), tokens.label("tokens"),
-                   _sum(n.c.input_tokens).label("input_tokens"),
-                   _sum(n.c.output_tokens).label("output_tokens"))
-            .select_from(joined)
-            .group_by(n.c.model)
+            select(v.model, _sum(v.messages + v.summaries).label("messages"),
+                   tokens.label("tokens"), _sum(v.input_tokens).label("input_tokens"),
+                   _sum(v.output_tokens).label("output_tokens"))
+            .where(v.tenant_id == tenant)
+            .group_by(v.model)
             # NULLs sort differently on the two backends: put "no model" last on both.
-            .order_by(tokens.desc(), n.c.model.is_(None), n.c.model)
+            .order_by(tokens.desc(), v.model.is_(None), v.model)
         )
 
-    return [ModelUsage(**row._mapping) for row in _run(source, tenant, build)]
+    return [ModelUsage(model=row.model, messages=int(row.messages), tokens=int(row.tokens),
+                       input_tokens=int(row.input_tokens), output_tokens=int(row.output_tokens))
+            for row in _run(source, tenant, build)]
 
 
 def by_day(source: Store | Connection, *, tenant: str | None = None, days: int = 7,
            today: date | None = None) -> list[DayUsage]:
     """Nodes created on each of the last ``days`` UTC days (``today`` included), oldest
-    first; days with nothing stored are left out."""
+    first; days with nothing stored are left out (``convotree_usage_daily`` summed over
+    the models)."""
     days = _args.required_count(days, "days", minimum=1, maximum=MAX_DAYS)
     if today is not None and (not isinstance(today, date) or isinstance(today, datetime)):
         raise InvalidArgument(f"today must be a date, not {today!r}")
     last = today or datetime.now(UTC).date()
     try:
-        since = datetime.combine(last - timedelta(days=days - 1), time(), tzinfo=UTC)
-        until = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)
+        first = last - timedelta(days=days - 1)
     except OverflowError:
         raise InvalidArgument(f"{days} days up to {last} reach outside the calendar "
                               "(years 1 to 9999)") from None
 
     def build(tenant: str) -> Executable:
-        n, joined = _tenant_nodes(tenant)
-        day = utc_date(n.c.created_at)
+        v = usage_daily.c
         return (
-            select(day.label("day"), func.count().label("messages"),
-                   _sum(n.c.token_count).label("tokens"),
-                   _sum(n.c.input_tokens).label("input_tokens"),
-                   _sum(n.c.output_tokens).label("output_tokens"))
-            .select_from(joined)
-            .where(n.c.created_at >= since, n.c.created_at < until)
-            .group_by(day)
-            .order_by(day)
+            select(v.day, _sum(v.messages + v.summaries).label("messages"),
+                   _sum(v.content_tokens).label("tokens"),
+                   _sum(v.input_tokens).label("input_tokens"),
+                   _sum(v.output_tokens).label("output_tokens"))
+            .where(v.tenant_id == tenant, v.day >= first, v.day <= last)
+            .group_by(v.day)
+            .order_by(v.day)
         )
 
-    rows = _run(source, tenant, build)
-    return [DayUsage(**{**row._mapping, "day": _as_date(row.day)}) for row in rows]
+    return [DayUsage(day=row.day, messages=int(row.messages), tokens=int(row.tokens),
+                     input_tokens=int(row.input_tokens), output_tokens=int(row.output_tokens))
+            for row in _run(source, tenant, build)]
