@@ -16,7 +16,8 @@ OLDEST_TESTS := tests/test_chat.py tests/test_summaries.py tests/test_cli_chat.p
 	tests/test_examples.py tests/test_openai_models.py tests/test_store.py \
 	tests/test_migrations.py tests/test_app_alembic.py tests/test_context.py \
 	tests/test_interchange.py tests/test_reporting.py tests/test_cli.py tests/test_async.py \
-	tests/test_chat_faults.py tests/test_db_faults.py tests/test_migration_faults.py
+	tests/test_chat_faults.py tests/test_db_faults.py tests/test_migration_faults.py \
+	tests/test_reporting_views.py
 
 # Machines without internet cannot download tiktoken's encodings: use the shared
 # offline copy beside the checkout when there is one and nothing else is configured.

@@ -30,10 +30,14 @@ class World:
     nodes: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]]
 
     @classmethod
-    def read(cls, conn: sa.Connection) -> World:
-        convs = {r.id: dict(r._mapping) for r in conn.execute(sa.select(conversations))}
-        rows = {(r.conversation_id, r.id): dict(r._mapping)
-                for r in conn.execute(sa.select(nodes))}
+    def read(cls, conn: sa.Connection, conversation_id: uuid.UUID | None = None) -> World:
+        """Every row, or those of one conversation."""
+        convs_query, nodes_query = sa.select(conversations), sa.select(nodes)
+        if conversation_id is not None:
+            convs_query = convs_query.where(conversations.c.id == conversation_id)
+            nodes_query = nodes_query.where(nodes.c.conversation_id == conversation_id)
+        convs = {r.id: dict(r._mapping) for r in conn.execute(convs_query)}
+        rows = {(r.conversation_id, r.id): dict(r._mapping) for r in conn.execute(nodes_query)}
         return cls(convs, rows)
 
     # --- relations --------------------------------------------------------------------

@@ -383,9 +383,9 @@ def test_migrations_log_each_step_without_the_password(
     assert [m.split(" (")[0] for m in steps] == [
         "upgrade step base -> 0001", "upgrade step 0001 -> 0002",
         "upgrade step 0002 -> 0003", "upgrade step 0003 -> 0004",
-        "upgrade step 0004 -> 0005"], messages
+        "upgrade step 0004 -> 0005", "upgrade step 0005 -> 0006"], messages
     assert all(where in m and m.endswith(" ms") for m in steps)
-    assert messages[-1].startswith(f"upgrade of {where} from base to 0005: 5 step(s) in ")
+    assert messages[-1].startswith(f"upgrade of {where} from base to 0006: 6 step(s) in ")
     if backend == "postgresql":
         assert ":***@" in where
 
@@ -397,9 +397,9 @@ def test_migrations_log_each_step_without_the_password(
     convotree.downgrade(url, "0002")
     messages = [r.getMessage() for r in _of(records, "convotree.migrations")]
     assert [m.split(" (")[0] for m in messages if " step " in m] == [
-        "downgrade step 0005 -> 0004", "downgrade step 0004 -> 0003",
-        "downgrade step 0003 -> 0002"]
-    assert messages[-1].startswith(f"downgrade of {where} from 0005 to 0002: 3 step(s)")
+        "downgrade step 0006 -> 0005", "downgrade step 0005 -> 0004",
+        "downgrade step 0004 -> 0003", "downgrade step 0003 -> 0002"]
+    assert messages[-1].startswith(f"downgrade of {where} from 0006 to 0002: 4 step(s)")
     convotree.migrate(url)
     _no_secret(records)
 

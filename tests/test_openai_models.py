@@ -136,7 +136,8 @@ def test_announced_shutdowns_match_the_sdk() -> None:
     ("gpt-5.6-nano", "gpt-5.4-nano", 1_050_000, 922_000),
     ("gpt-5.5-chat-latest", "gpt-5.3-chat-latest", 128_000, None),
     ("gpt-5.3-codex", "gpt-5.1-codex", 400_000, 272_000),
-    ("gpt-6.2-sol", "gpt-6.1-sol", 1_050_000, 922_000),
+    ("gpt-6.2-sol", None, 1_050_000, 922_000),           # in the table since openai 3.60
+    ("gpt-6.3-sol", "gpt-6.2-sol", 1_050_000, 922_000),
     ("gpt-6.3-luna", "gpt-6-luna", 1_050_000, 922_000),
     ("gpt-6.3-astra", "gpt-6.2-astra", 1_050_000, 922_000),
     # a name- prefix of a known model

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import convotree
 from benchmarks._cookbook import DOCUMENT, queries
@@ -31,7 +33,7 @@ from convotree import _views
 from convotree.interchange import import_file
 
 from . import sql_audit
-from .conftest import BACKENDS, PostgresServer, new_database_url
+from .conftest import BACKENDS, PostgresServer, examples, new_database_url
 from .reporting_model import World, utc_day
 
 OASST = Path(__file__).parent / "fixtures" / "real" / "oasst2_sample.jsonl"
@@ -269,6 +271,64 @@ def test_views_follow_every_change_at_once(reporting_db: tuple[str, sa.Engine]) 
         trans.rollback()
 
 
+#: One step of a random conversation: a message under the node at ``parent`` (modulo the
+#: nodes so far; None: a new root), its role, and its time in seconds (ties are common,
+#: so the id decides "earlier"); or a summary under that node.
+STEP = st.tuples(st.one_of(st.none(), st.integers(0, 40)),
+                 st.sampled_from(["user", "assistant", "summary"]), st.integers(0, 4))
+
+
+@settings(max_examples=examples(30), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(STEP, min_size=1, max_size=18), current=st.integers(0, 40))
+def test_views_agree_with_the_tree_for_random_conversations(
+        db_url: str, steps: list[tuple[int | None, str, int]], current: int) -> None:
+    start = datetime(2026, 11, 30, 23, 59, 58, tzinfo=UTC)
+    tenant = f"random-{uuid.uuid4().hex[:12]}"       # its own tenant: usage_daily is per tenant
+    with convotree.Store(db_url, tenant=tenant) as store:
+        cid = store.create_conversation(title="random").id
+        made: list[convotree.Node] = []
+        for parent, role, second in steps:
+            under = None if parent is None or not made else made[parent % len(made)]
+            when = start + timedelta(seconds=second)
+            if role == "summary":
+                if under is not None:
+                    store.add_summary(under, "a summary", model="gpt-4o-mini",
+                                      input_tokens=second, output_tokens=1)
+                continue
+            made.append(store.append(cid, role=role, content=f"{role} {len(made)}",
+                                     parent=under, created_at=when, model="gpt-4o"
+                                     if role == "assistant" else None,
+                                     input_tokens=second if role == "assistant" else None))
+        if made:
+            store.set_current(cid, made[current % len(made)])
+        engine = store.engine
+        with sql_audit.unaudited(), engine.connect() as conn:
+            world = World.read(conn, cid)
+            expected = world.messages()
+
+            def rows(view: sa.Table) -> list[dict[str, Any]]:
+                return [dict(r._mapping) for r in conn.execute(
+                    sa.select(view).where(view.c.conversation_id == cid))]
+
+            messages = rows(_views.messages)
+            assert {(r["conversation_id"], r["id"]): {k: r[k] for k in expected[key]}
+                    for r in messages for key in [(r["conversation_id"], r["id"])]} == expected
+            (stats,) = rows(_views.conversation_stats)
+            want = world.stats()[cid]
+            assert {k: stats[k] for k in want} == want
+            points = {(r["conversation_id"], r["node_id"]): {
+                k: v for k, v in r.items() if k not in ("conversation_id", "node_id")}
+                for r in rows(_views.branch_points)}
+            assert points == world.branch_points()
+            branch = sorted(rows(_views.current_branch), key=lambda r: r["depth"])
+            assert [r["id"] for r in branch] == [n["id"] for n in world.current_path(cid)]
+            daily = [r._mapping for r in conn.execute(
+                sa.select(_views.usage_daily).where(_views.usage_daily.c.tenant_id == tenant))]
+            assert sum(r["messages"] for r in daily) == len(made)
+        store.delete_conversation(cid)
+
+
 # --- the cookbook ----------------------------------------------------------------------------
 
 HEX = re.compile(r"[0-9a-f]{32}")
@@ -465,3 +525,18 @@ def test_a_missing_or_duplicated_cookbook_query_is_an_error(tmp_path: Path) -> N
         queries("oracle", page)
 
 
+
+
+def test_the_python_example_of_the_page_runs(reporting_db: tuple[str, sa.Engine],
+                                            world: World) -> None:
+    (block,) = re.findall(r"```python\n(.*?)```", DOCUMENT.read_text(encoding="utf-8"),
+                          re.DOTALL)
+    scope: dict[str, Any] = {}
+    exec(compile(block, "docs/reporting.md", "exec"), scope)
+    with reporting_db[1].connect() as conn:
+        got = dict(conn.execute(scope["query"]).all())
+    want: Counter[str | None] = Counter()
+    for n in world.nodes.values():
+        if world.tenant(n) == "acme":
+            want[n["model"]] += n["output_tokens"] or 0
+    assert got == dict(want) and len(got) > 2

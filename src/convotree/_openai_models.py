@@ -100,8 +100,12 @@ MODELS: dict[str, ModelSpec] = {
     # (developers.openai.com/api/docs/models: 1.05M context, 128K output) and the
     # "Using GPT-6" guide; 922K input: LiteLLM's day-0 notes (docs.litellm.ai/blog/
     # gpt_6_sol_luna, gpt-6-1-terra) and Google's partner-model cards (S3NS).
-    # gpt-6.2-sol has no published limits: it resolves to gpt-6.1-sol by rule 5.
+    # gpt-6.2-sol: its own page in OpenAI's models index (1,050,000 context, 922,000
+    # input, 128,000 output). gpt-6.2-sol-healthcare (openai 3.60's model literals):
+    # GPT-6.2 Sol with a clinical harness and medical search index, 1.1M / 128K
+    # (OpenCode's model data, opencode.ai/data/openai/gpt-6-2-sol-healthcare).
     "gpt-6-astra": _GPT6, "gpt-6.2-astra": _GPT6, "gpt-6-sol": _GPT6, "gpt-6.1-sol": _GPT6,
+    "gpt-6.2-sol": _GPT6, "gpt-6.2-sol-healthcare": _GPT6,
     "gpt-6.1-terra": _GPT6, "gpt-6-luna": _GPT6,
     # GPT-5.6 (Sol, Terra, Luna; "gpt-5.6" is Sol). OpenAI's models index, Vercel AI
     # Gateway, LiteLLM's model_prices_and_context_window.json: 1.05M / 128K.

@@ -23,7 +23,10 @@ statements all go through :func:`_execute`, and the tests exempt that one functi
 nothing else (see ``tests/test_reporting.py``).
 
 Portability: the same statements run on SQLite and PostgreSQL; the views bucket days in
-UTC on both (``convotree_usage_daily.day``).
+UTC on both (``convotree_usage_daily.day``). ``reporting.views`` holds the five views as
+SQLAlchemy tables with typed columns, for queries of your own that read ids, times,
+days and flags as Python values on both backends:
+``select(views.usage_daily).where(views.usage_daily.c.tenant_id == "acme")``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from sqlalchemy import Connection, Engine, Executable, Row, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import _args, _dberrors, _rls
+from . import _views as views
 from ._schema import conversations
 from ._views import conversation_stats as stats_view
 from ._views import usage_daily
@@ -54,6 +58,7 @@ __all__ = [
     "by_model",
     "conversation_stats",
     "totals",
+    "views",
 ]
 
 
