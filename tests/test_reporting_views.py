@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import convotree
 from benchmarks._cookbook import DOCUMENT, queries
-from convotree import _views
+from convotree import _views, reporting
 from convotree.interchange import import_file
 
 from . import sql_audit
@@ -37,6 +37,7 @@ from .conftest import BACKENDS, PostgresServer, examples, new_database_url
 from .reporting_model import World, utc_day
 
 OASST = Path(__file__).parent / "fixtures" / "real" / "oasst2_sample.jsonl"
+CHOSEN = "the conversation the cookbook's per-conversation questions ask about"
 MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-5", "o4-mini")
 TOOLS = ("get_weather", "search_docs", "lookup_order")
 
@@ -81,6 +82,36 @@ def build(url: str) -> None:
                 if len(path) >= 5:
                     store.add_summary(path[3], "Summary, extended.", base=first,
                                       model="gpt-4o-mini", input_tokens=500, output_tokens=50)
+        # The conversation the per-conversation questions ask about: a system prompt and a
+        # pinned message on the summarized path (kept in every context, so a summary does
+        # not replace them), a regeneration, an edit, two summaries, a moved current node.
+        chosen = store.create_conversation(title=CHOSEN)
+        at = datetime(2023, 5, 1, 9, 0, tzinfo=UTC)
+        system = store.append(chosen, role="system", content="You are a careful guide.",
+                              created_at=at)
+        q1 = store.append(chosen, role="user", content="Which trams cross Lisbon?",
+                          parent=system, created_at=at + timedelta(minutes=1))
+        a1 = store.append(chosen, role="assistant", content="Lines 12, 15, 18, 24 and 28.",
+                          parent=q1, model="gpt-4o", created_at=at + timedelta(minutes=2))
+        store.append(chosen, role="assistant", content="Five lines; 28 is the famous one.",
+                     parent=q1, model="gpt-5", created_at=at + timedelta(minutes=3))
+        q2 = store.append(chosen, role="user", content="Keep answers short, please.",
+                          parent=a1, pinned=True, created_at=at + timedelta(minutes=4))
+        a2 = store.append(chosen, role="assistant", content="Understood.", parent=q2,
+                          model="gpt-4o", created_at=at + timedelta(minutes=5))
+        q3 = store.append(chosen, role="user", content="Is 28 crowded in May?", parent=a2,
+                          created_at=at + timedelta(minutes=6))
+        q3b = store.append(chosen, role="user", content="Is 28 crowded in June?", parent=a2,
+                           created_at=at + timedelta(minutes=7))
+        a3 = store.append(chosen, role="assistant", content="Yes, mornings.", parent=q3b,
+                          model="gpt-4o-mini", created_at=at + timedelta(minutes=8))
+        first = store.add_summary(a2, "Summary: trams, short answers.", model="gpt-4o-mini",
+                                  input_tokens=120, output_tokens=9)
+        store.add_summary(a3, "Summary: trams, June crowds.", base=first,
+                          model="gpt-4o-mini", input_tokens=140, output_tokens=9)
+        store.append(chosen, role="assistant", content="Very, in the afternoon.", parent=q3,
+                     model="gpt-4o", created_at=at + timedelta(minutes=9))
+        store.set_current(chosen, a3)
         two_roots = store.create_conversation(title="edited first prompt")
         first_prompt = store.append(two_roots, role="user", content="Hello",
                                     created_at=datetime(2023, 3, 1, 23, 59, 59, tzinfo=UTC))
@@ -199,6 +230,36 @@ def test_conversation_stats_view(reporting_db: tuple[str, sa.Engine], world: Wor
     assert any(r["messages"] == 0 for r in rows)            # the empty conversation
 
 
+def test_reporting_functions_give_the_views_numbers(reporting_db: tuple[str, sa.Engine],
+                                                     world: World) -> None:
+    """``convotree.reporting`` (behind ``convotree report`` and ``ls``) reads the views:
+    every field of its rows is the Python model's number."""
+    engine = reporting_db[1]
+    stats = world.stats()
+    with convotree.Store(engine, tenant="acme") as store:
+        page = reporting.conversation_stats(store, limit=500)
+        totals = reporting.totals(store)
+        models = reporting.by_model(store)
+    mine = {c: s for c, s in stats.items() if s["tenant_id"] == "acme"}
+    assert [r.id for r in page] == [c for c, _ in sorted(
+        ((c, world.conversations[c]) for c in mine),
+        key=lambda i: (i[1]["updated_at"], i[0]), reverse=True)]
+    for row in page:
+        want = mine[row.id]
+        assert (row.messages, row.summaries, row.branches, row.tokens, row.branch_points,
+                row.regenerations, row.edits, row.max_depth, row.input_tokens,
+                row.output_tokens, row.last_activity) == (
+            want["messages"], want["summaries"], want["branches"], want["content_tokens"],
+            want["branch_points"], want["regenerations"], want["edits"], want["max_depth"],
+            want["input_tokens"], want["output_tokens"], want["last_activity"])
+    assert any(r.regenerations for r in page) and any(r.edits for r in page)
+    assert totals.conversations == len(mine)
+    assert totals.branches == sum(s["branches"] for s in mine.values())
+    assert totals.input_tokens == sum(s["input_tokens"] for s in mine.values())
+    nodes = [n for n in world.nodes.values() if world.tenant(n) == "acme"]
+    assert {m.model: m.messages for m in models} == Counter(n["model"] for n in nodes)
+
+
 def test_usage_daily_view(reporting_db: tuple[str, sa.Engine], world: World) -> None:
     rows = read(reporting_db[1], _views.usage_daily)
     got = {(r["day"], r["tenant_id"], r["model"]): {k: v for k, v in r.items()
@@ -208,15 +269,20 @@ def test_usage_daily_view(reporting_db: tuple[str, sa.Engine], world: World) -> 
 
 
 def test_usage_daily_buckets_in_utc_whatever_the_session_zone(
-        reporting_db: tuple[str, sa.Engine]) -> None:
+        reporting_db: tuple[str, sa.Engine], world: World) -> None:
     backend, engine = reporting_db
     with engine.connect() as conn:
-        if backend == "postgresql":
+        if backend == "postgresql":      # UTC+14: every UTC evening is tomorrow there
             conn.exec_driver_sql("SET TIME ZONE 'Pacific/Kiritimati'")
-        days = {r.day for r in conn.execute(
-            sa.select(_views.usage_daily).where(_views.usage_daily.c.model == "gpt-5"))}
-    # 23:59:59 and 00:00:01 UTC of the conversation with two roots: two different days.
-    assert {date(2023, 3, 2)} <= days and date(2023, 3, 3) not in days
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(_views.usage_daily))]
+    got = {(r.pop("day"), r.pop("tenant_id"), r.pop("model")): r for r in rows}
+    assert got == world.usage_daily()
+    (edited,) = [c for c, row in world.conversations.items()
+                 if row["title"] == "edited first prompt"]
+    tenant = world.conversations[edited]["tenant_id"]
+    # "Hello" at 23:59:59 UTC on March 1st, its answer two seconds later on March 2nd.
+    assert got[(date(2023, 3, 1), tenant, None)]["messages"] >= 1
+    assert got[(date(2023, 3, 2), tenant, "gpt-5")]["answers"] == 1
 
 
 def test_branch_points_view(reporting_db: tuple[str, sa.Engine], world: World) -> None:
@@ -344,7 +410,7 @@ def normal(value: Any) -> Any:
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\d", value):
         return date.fromisoformat(value)
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return int(value) if value == value.to_integral_value() else round(float(value), 6)
     if isinstance(value, float):
         return round(value, 6)
     if isinstance(value, bool):
@@ -353,12 +419,7 @@ def normal(value: Any) -> Any:
 
 
 def parameters(backend: str, world: World) -> dict[str, Any]:
-    acme = [c for c, row in world.conversations.items() if row["tenant_id"] == "acme"]
-    summarized = {n["conversation_id"] for n in world.nodes.values() if n["kind"] == "summary"}
-    forked = {cid for cid, _ in world.branch_points()}
-    sizes = Counter(n["conversation_id"] for n in world.nodes.values())
-    chosen = max((c for c in acme if c in summarized and c in forked),
-                 key=lambda c: (sizes[c], c))
+    (chosen,) = [c for c, row in world.conversations.items() if row["title"] == CHOSEN]
     days = sorted({utc_day(n["created_at"]) for n in world.nodes.values()})
     since = days[len(days) // 2]
     last = sorted(s["last_activity"] for s in world.stats().values())
@@ -457,9 +518,12 @@ def expected_answers(world: World, p: dict[str, Any]) -> dict[str, list[tuple[An
     for s in sorted((n for n in nodes if n["conversation_id"] == chosen
                      and n["kind"] == "summary"), key=lambda n: (n["depth"], n["id"])):
         covered = world.path_to(world.nodes[(chosen, s["parent_id"])])
-        tokens = sum(n["token_count"] + n["overhead_tokens"] for n in covered)
+        replaced = [n for n in covered
+                    if n["role"] not in ("system", "developer") and not n["pinned"]]
+        tokens = sum(n["token_count"] + n["overhead_tokens"] for n in replaced)
         own = s["token_count"] + s["overhead_tokens"]
-        savings.append((s["id"], s["depth"], len(covered), tokens, own, tokens - own))
+        savings.append((s["id"], s["depth"], len(replaced), tokens, own, tokens - own))
+    assert len(savings) == 2 and savings[0][2] == 3     # q1, a1, a2 (not system, pinned q2)
     answers["summary_savings"] = savings
 
     tools: Counter[str] = Counter()
@@ -540,3 +604,16 @@ def test_the_python_example_of_the_page_runs(reporting_db: tuple[str, sa.Engine]
         if world.tenant(n) == "acme":
             want[n["model"]] += n["output_tokens"] or 0
     assert got == dict(want) and len(got) > 2
+
+
+def test_a_report_on_a_database_before_the_views_says_to_upgrade(empty_db_url: str) -> None:
+    with sql_audit.unaudited():
+        convotree.migrate(empty_db_url)
+        convotree.downgrade(empty_db_url, "0005")
+        engine = convotree.create_engine(empty_db_url)
+        try:
+            with engine.connect() as conn, pytest.raises(
+                    convotree.errors.SchemaOutOfDate, match=r"revision 0006.*db upgrade"):
+                reporting.totals(conn, tenant="acme")
+        finally:
+            engine.dispose()

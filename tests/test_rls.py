@@ -1029,3 +1029,41 @@ def test_figures() -> None:
     print(f"\nrow-level security: {LEDGER.checks} isolation checks of {len(LEDGER.kinds)} "
           f"kinds, {LEDGER.rows} rows seen, {LEDGER.foreign} rows of another tenant")
     assert LEDGER.foreign == 0
+
+
+def test_upgrading_to_the_views_under_row_level_security_keeps_them_filtered(
+        world: World) -> None:
+    """A database that had row-level security before migration 0006 (the release
+    before the views): the upgrade makes its views ``security_invoker`` and readable by
+    the application role, so reports work and raw SQL through a view sees one tenant."""
+    app = world.roles["app"]
+    with sql_audit.unaudited():
+        name = world.new_database("upgrade")
+        _rls.enable_row_level_security(world.url(name), role=app)
+        for tenant in TENANTS:
+            with convotree.Store(world.url(name, app), tenant=tenant) as store:
+                conv = store.create_conversation(title=f"secret of {tenant}")
+                store.append(conv, role="user", content=f"secret of {tenant}")
+        convotree.downgrade(world.url(name), "0005")        # the release before the views
+        convotree.migrate(world.url(name))                  # as the owner, like a deploy
+        admin = sa.create_engine(world.url(name))
+        with admin.connect() as conn:
+            options = dict(raw(conn, "SELECT relname, reloptions FROM pg_class "
+                                     "WHERE relkind = 'v' AND relname LIKE 'convotree_%'"))
+        admin.dispose()
+        assert options == {view: ["security_invoker=true"] for view in OUR_VIEWS}
+        engine = sa.create_engine(world.url(name, app))
+        for tenant in TENANTS:
+            with convotree.Store(world.url(name, app), tenant=tenant) as store:
+                with sql_audit.unaudited():
+                    assert reporting.totals(store).conversations == 1
+                    (row,) = reporting.conversation_stats(store)
+                assert row.title == f"secret of {tenant}"
+            with engine.connect() as conn:
+                scope(conn, tenant)
+                for view in OUR_VIEWS:
+                    seen = " ".join(repr(r) for r in raw(conn, f"SELECT * FROM {view}"))
+                    assert f"secret of {other(tenant)}" not in seen, view
+                contents = {r[0] for r in raw(conn, "SELECT content FROM convotree_messages")}
+                assert contents == {f"secret of {tenant}"}
+        engine.dispose()

@@ -43,6 +43,11 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+#: The reporting views' names without the prefix (revision 0006; see ``_views``).
+_REPORTING_VIEWS = ("messages", "conversation_stats", "usage_daily", "branch_points",
+                    "current_branch")
+
+
 def translate(exc: SQLAlchemyError, doing: str = "the operation") -> ConvotreeError:
     """The ``StoreError`` (or subclass) for a driver or pool error; cause chained by the
     caller with ``raise translate(exc) from exc``."""
@@ -54,9 +59,14 @@ def translate(exc: SQLAlchemyError, doing: str = "the operation") -> ConvotreeEr
     state = _sqlstate(orig)
     detail = _one_line(orig if orig is not None else exc)
     if state == "42P01" or "no such table: convotree_" in detail:
-        # A connection of the caller's (bind) to a database convotree never migrated.
+        # A connection of the caller's (bind) to a database convotree never migrated,
+        # or (a report's view missing) one migrated before the reporting views.
+        missing = ("has no convotree schema, or one older than this version's "
+                   "(the reporting views came with revision 0006)"
+                   if any(f"convotree_{view}" in detail for view in _REPORTING_VIEWS)
+                   else "has no convotree schema")
         return SchemaOutOfDate(
-            f"the database has no convotree schema ({detail}); create or upgrade it with "
+            f"the database {missing} ({detail}); create or upgrade it with "
             "convotree.migrate(url) in Python or `convotree db upgrade --url URL`")
     if "readonly database" in detail:
         return StoreError(f"the SQLite database is read-only here, so {doing} cannot write "

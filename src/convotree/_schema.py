@@ -10,6 +10,8 @@ therefore includes the conversation id, and every query on nodes filters on it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
@@ -25,6 +27,10 @@ from sqlalchemy import (
     Uuid,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import Date
 
 from ._revision import SCHEMA_REVISION, VERSION_TABLE
 from ._types import JSONType, UTCDateTime
@@ -45,6 +51,28 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class utc_day(FunctionElement[Any]):  # lower case: reads as a SQL function
+    """The UTC calendar day of a stored timestamp, as each backend's index holds it.
+
+    PostgreSQL: written the way it prints the expression back (``pg_get_indexdef``), so
+    alembic's comparison of the migrated index with this one finds them equal. SQLite
+    stores naive UTC text, so ``date(x)``.
+    """
+
+    type = Date()
+    inherit_cache = True
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgresql(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"(({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC'::text))::date"
+
+
+@compiles(utc_day)
+def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"date({compiler.process(element.clauses, **kw)})"
 
 
 def _in_list(column: str, values: tuple[str, ...]) -> str:
@@ -142,10 +170,8 @@ nodes = Table(
     # any statistics (see migrations/versions/0004_children_index.py).
     Index(None, "parent_id", "conversation_id"),
     # The UTC day convotree_usage_daily groups by (revision 0006), so a report on recent
-    # days reads only those. PostgreSQL only: SQLite never pushes a filter into a view
-    # that aggregates, so it would never read the index.
-    Index("ix_convotree_nodes_utc_day",
-          text("((created_at AT TIME ZONE 'UTC'::text))::date")).ddl_if(dialect="postgresql"),
+    # days (``WHERE day >= ...``, pushed into the view by both planners) reads only those.
+    Index("ix_convotree_nodes_utc_day", utc_day(text("created_at"))),
     # One summary per covered span: a summary hangs under the last node it covers, so
     # two processes summarizing the same prefix at once cannot both store one.
     Index(
