@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -60,3 +61,15 @@ def publish(report: str, out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         print(f"\n(written to {out})", file=sys.stderr)
+
+
+def parse_run_publish(parser: argparse.ArgumentParser, argv: list[str] | None,
+                      run: Callable[[argparse.Namespace], str], results: Path) -> int:
+    """The end of a benchmark command with ``--quick`` and ``--out``: run it, print its
+    tables, and write them to ``results`` for a full run (``--out`` elsewhere; a quick
+    run writes nothing unless ``--out`` says where). ``args.argv`` is the command line,
+    for the report's heading."""
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    publish(run(args), args.out if args.out is not None or args.quick else results)
+    return 0

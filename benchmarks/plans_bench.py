@@ -64,7 +64,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED.is_dir():
 import convotree  # noqa: E402
 
 from ._data import Pool, load_tree, texts  # noqa: E402
-from ._timing import publish, table  # noqa: E402
+from ._timing import parse_run_publish, table  # noqa: E402
 
 PG_URL = os.environ.get("CONVOTREE_BENCH_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -617,10 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"write the report here too (default: {RESULTS.name} for a "
                              "full run; a --quick run writes no file)")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    publish(run(args), args.out if args.out is not None or args.quick else RESULTS)
-    return 0
+    return parse_run_publish(parser, argv, run, RESULTS)
 
 
 if __name__ == "__main__":

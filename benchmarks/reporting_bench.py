@@ -39,7 +39,7 @@ from convotree import reporting
 
 from ._cookbook import queries
 from ._data import Pool
-from ._timing import publish, table
+from ._timing import parse_run_publish, table
 from .plans_bench import drop_postgres_database, postgres_database
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reporting.md"
@@ -380,10 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"write the report here too (default: {RESULTS.name} for a "
                              "full run; a --quick run writes no file)")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    publish(run(args), args.out if args.out is not None or args.quick else RESULTS)
-    return 0
+    return parse_run_publish(parser, argv, run, RESULTS)
 
 
 if __name__ == "__main__":

@@ -204,12 +204,16 @@ SELECT p.conversation_id, c.tenant_id, p.id AS node_id, p.depth, p.role, p.model
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 
-PG_CURRENT_BRANCH = """
+#: The columns of ``convotree_current_branch`` (``c``: the conversation, ``n``: a node
+#: of its current branch), the same on both backends.
+CURRENT_BRANCH_COLUMNS = """
 SELECT c.id AS conversation_id, c.tenant_id, c.title AS conversation_title,
        n.id, n.parent_id, n.depth, n.kind, n.role, n.name, n.content, n.model,
        n.tool_calls, n.tool_call_id, n.token_count AS content_tokens, n.overhead_tokens,
        n.input_tokens, n.output_tokens, n.created_at,
-       (n.id = c.current_node_id) AS is_current
+       (n.id = c.current_node_id) AS is_current"""
+
+PG_CURRENT_BRANCH = f"""{CURRENT_BRANCH_COLUMNS}
   FROM convotree_conversations c
  CROSS JOIN LATERAL (
        WITH RECURSIVE branch(id, parent_id) AS (
@@ -247,7 +251,7 @@ PG_DAY = PG_DAY_OF_CREATED_AT.replace("created_at", "n.created_at")
 
 # --- SQLite --------------------------------------------------------------------------------
 
-SQLITE_CURRENT_BRANCH = """
+SQLITE_CURRENT_BRANCH = f"""
 WITH RECURSIVE branch(conversation_id, id, parent_id) AS (
      SELECT a.conversation_id, a.id, a.parent_id
        FROM convotree_conversations h
@@ -255,11 +259,7 @@ WITH RECURSIVE branch(conversation_id, id, parent_id) AS (
      UNION ALL
      SELECT p.conversation_id, p.id, p.parent_id FROM branch b
        JOIN convotree_nodes p ON p.conversation_id = b.conversation_id AND p.id = b.parent_id)
-SELECT c.id AS conversation_id, c.tenant_id, c.title AS conversation_title,
-       n.id, n.parent_id, n.depth, n.kind, n.role, n.name, n.content, n.model,
-       n.tool_calls, n.tool_call_id, n.token_count AS content_tokens, n.overhead_tokens,
-       n.input_tokens, n.output_tokens, n.created_at,
-       (n.id = c.current_node_id) AS is_current
+{CURRENT_BRANCH_COLUMNS}
   FROM branch b
   JOIN convotree_conversations c ON c.id = b.conversation_id
   JOIN convotree_nodes n ON n.conversation_id = b.conversation_id AND n.id = b.id"""
