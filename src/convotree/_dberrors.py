@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ._log import safe_url
+from ._views import VIEWS
 from .errors import (
     ConfigurationError,
     ConvotreeError,
@@ -43,11 +44,6 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-#: The reporting views' names without the prefix (revision 0006; see ``_views``).
-_REPORTING_VIEWS = ("messages", "conversation_stats", "usage_daily", "branch_points",
-                    "current_branch")
-
-
 def translate(exc: SQLAlchemyError, doing: str = "the operation") -> ConvotreeError:
     """The ``StoreError`` (or subclass) for a driver or pool error; cause chained by the
     caller with ``raise translate(exc) from exc``."""
@@ -63,7 +59,7 @@ def translate(exc: SQLAlchemyError, doing: str = "the operation") -> ConvotreeEr
         # or (a report's view missing) one migrated before the reporting views.
         missing = ("has no convotree schema, or one older than this version's "
                    "(the reporting views came with revision 0006)"
-                   if any(f"convotree_{view}" in detail for view in _REPORTING_VIEWS)
+                   if any(view.name in detail for view in VIEWS)
                    else "has no convotree schema")
         return SchemaOutOfDate(
             f"the database {missing} ({detail}); create or upgrade it with "

@@ -43,8 +43,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import _args, _dberrors, _rls
 from . import _views as views
 from ._schema import conversations
-from ._views import conversation_stats as stats_view
-from ._views import usage_daily
 from .errors import ConfigurationError, InvalidArgument
 from .store import Store, check_tenant
 
@@ -234,7 +232,7 @@ def conversation_stats(source: Store | Connection, *, tenant: str | None = None,
                 .where(conversations.c.tenant_id == tenant)
                 .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
                 .limit(limit))
-        v = stats_view.c
+        v = views.conversation_stats.c
         return (
             select(v.conversation_id.label("id"), v.title, v.created_at, v.updated_at,
                    v.current_node_id, v.messages, v.summaries, v.branches,
@@ -251,7 +249,7 @@ def totals(source: Store | Connection, *, tenant: str | None = None) -> Totals:
     """Conversations, messages, summaries, branches and tokens of the tenant: the sums
     of its rows of ``convotree_conversation_stats``."""
     def build(tenant: str) -> Executable:
-        v = stats_view.c
+        v = views.conversation_stats.c
         return (select(func.count().label("conversations"),
                        _sum(v.messages).label("messages"),
                        _sum(v.summaries).label("summaries"),
@@ -270,7 +268,7 @@ def by_model(source: Store | Connection, *, tenant: str | None = None) -> list[M
     """Messages and summaries grouped by the model that wrote them, most tokens first
     (``convotree_usage_daily`` summed over the days)."""
     def build(tenant: str) -> Executable:
-        v = usage_daily.c
+        v = views.usage_daily.c
         tokens = _sum(v.content_tokens)
         return (
             select(v.model, _sum(v.messages + v.summaries).label("messages"),
@@ -303,7 +301,7 @@ def by_day(source: Store | Connection, *, tenant: str | None = None, days: int =
                               "(years 1 to 9999)") from None
 
     def build(tenant: str) -> Executable:
-        v = usage_daily.c
+        v = views.usage_daily.c
         return (
             select(v.day, _sum(v.messages + v.summaries).label("messages"),
                    _sum(v.content_tokens).label("tokens"),
