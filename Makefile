@@ -3,7 +3,8 @@
 #   make test   set up the same environment and run every check: ruff, mypy, pytest; then
 #               the OpenAI-facing and database tests again on the oldest supported
 #               releases of openai, SQLAlchemy, alembic, tiktoken, psycopg and rich
-# Also: make bench (benchmarks), make bench-peers (next to the Agents SDK and LangChain,
+# Also: make bench (benchmarks), make test-citus (the suite on a local Citus cluster,
+# docs/scale-out.md), make bench-peers (next to the Agents SDK and LangChain,
 # in a virtual environment of their own), make clean.
 
 PYTHON ?= python3
@@ -27,7 +28,7 @@ export TIKTOKEN_CACHE_DIR := $(abspath ../shared/tiktoken)
 endif
 endif
 
-.PHONY: demo test test-newest test-oldest lint bench bench-peers clean
+.PHONY: demo test test-newest test-oldest test-citus lint bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,12 @@ test-oldest: $(OLDEST)/.installed
 		'openai', openai.__version__, 'SQLAlchemy', sqlalchemy.__version__, \
 		'alembic', alembic.__version__)"
 	$(OLDEST)/bin/pytest $(OLDEST_TESTS)
+
+# The suite against a local 3-node Citus cluster (docs/scale-out.md): needs Citus built
+# for this machine's PostgreSQL; scripts/citus-cluster starts it (and stop stops it).
+test-citus: $(VENV)/.installed
+	scripts/citus-cluster start
+	env $$(scripts/citus-cluster env) CONVOTREE_REQUIRE_POSTGRES=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks

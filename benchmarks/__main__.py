@@ -216,7 +216,8 @@ def summaries_section(args: argparse.Namespace, workdir: Path) -> list[str]:
 
 
 #: ``python -m benchmarks <name> ...``: the benchmarks that have a command of their own.
-SUBCOMMANDS = {"peers": "peers_bench", "plans": "plans_bench", "reporting": "reporting_bench",
+SUBCOMMANDS = {"citus": "citus_bench", "peers": "peers_bench", "plans": "plans_bench",
+               "reporting": "reporting_bench",
                "rls": "rls_bench"}
 
 

@@ -36,7 +36,14 @@ PG_URL = os.environ.get(
 )
 REQUIRE_PG = os.environ.get("CONVOTREE_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgresql"]
-
+#: The Citus mode (docs/scale-out.md, ``make test-citus``): ``host:port`` of each worker
+#: of the Citus cluster whose coordinator ``CONVOTREE_TEST_POSTGRES_URL`` names. Every
+#: throwaway database is then made on the coordinator and the workers, with the citus
+#: extension and the workers added, and the shared migrated database is distributed.
+CITUS_WORKERS = [w.strip() for w in os.environ.get("CONVOTREE_TEST_CITUS_WORKERS", "").split(",")
+                 if w.strip()]
+#: Shards of the distributed test databases (Citus's default is 32).
+CITUS_SHARDS = int(os.environ.get("CONVOTREE_TEST_CITUS_SHARDS", "32"))
 
 
 def examples(count: int) -> int:
@@ -67,21 +74,51 @@ class PostgresServer:
             self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             self.admin = None
 
+        #: Citus mode: an administrative engine per worker, (host, port, engine).
+        self.workers: list[tuple[str, int, sa.Engine]] = []
+        if self.admin is not None:
+            for worker in CITUS_WORKERS:
+                host, _, port = worker.rpartition(":")
+                self.workers.append((host, int(port), sa.create_engine(
+                    self.url.set(host=host, port=int(port)), isolation_level="AUTOCOMMIT")))
+
     def create_database(self) -> str:
         assert self.admin is not None
         name = f"convotree_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         self.created.append(name)
-        return self.url.set(database=name).render_as_string(hide_password=False)
+        for engine in (self.admin, *(engine for _, _, engine in self.workers)):
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = self.url.set(database=name)
+        if self.workers:
+            self._join_cluster(url)
+        return url.render_as_string(hide_password=False)
+
+    def _join_cluster(self, url: sa.URL) -> None:
+        """The new database becomes a Citus database: the extension on every node, the
+        coordinator told its own address, the workers added."""
+        for host, port, _ in self.workers:
+            worker = sa.create_engine(url.set(host=host, port=port), isolation_level="AUTOCOMMIT")
+            with worker.connect() as conn:
+                conn.execute(sa.text("CREATE EXTENSION citus"))
+            worker.dispose()
+        coordinator = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with sql_audit.unaudited(), coordinator.connect() as conn:
+            conn.execute(sa.text("CREATE EXTENSION citus"))
+            conn.execute(sa.text("SELECT citus_set_coordinator_host(:h, :p)"),
+                         {"h": url.host, "p": url.port or 5432})
+            for host, port, _ in self.workers:
+                conn.execute(sa.text("SELECT citus_add_node(:h, :p)"), {"h": host, "p": port})
+        coordinator.dispose()
 
     def drop_all(self) -> None:
         if self.admin is None:
             return
-        with self.admin.connect() as conn:
-            for name in self.created:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        self.admin.dispose()
+        for engine in (self.admin, *(engine for _, _, engine in self.workers)):
+            with engine.connect() as conn:
+                for name in self.created:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +137,18 @@ def _require(postgres: PostgresServer) -> None:
     pytest.skip("SKIPPING POSTGRESQL CASES: " + message)
 
 
+def pytest_report_header(config):  # type: ignore[no-untyped-def]
+    if CITUS_WORKERS:
+        return [f"CITUS MODE: coordinator {make_url(PG_URL).render_as_string()}, workers "
+                f"{', '.join(CITUS_WORKERS)}, {CITUS_SHARDS} shards"]
+    return []
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    if CITUS_WORKERS:
+        terminalreporter.write_line(
+            f"CITUS MODE: the PostgreSQL cases ran on the Citus cluster (workers "
+            f"{', '.join(CITUS_WORKERS)}), the shared database distributed", bold=True)
     skips = terminalreporter.stats.get("skipped", [])
     skipped = [r for r in skips if "SKIPPING POSTGRESQL" in str(r.longrepr)]
     if skipped:
@@ -145,6 +193,8 @@ def migrated_urls(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFac
         urls["postgresql"] = postgres.create_database()
     for url in urls.values():
         convotree.migrate(url)
+    if "postgresql" in urls and postgres.workers:
+        convotree.distribute(urls["postgresql"], shard_count=CITUS_SHARDS)
     return urls
 
 

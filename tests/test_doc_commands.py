@@ -50,6 +50,12 @@ ELSEWHERE = {
     "make demo": "its recipe is `convotree demo`, run here",
     "pip install": "tests/test_wheel.py installs the built wheel into a fresh venv",
     "python -m build --wheel": "tests/test_wheel.py builds the wheel with it",
+    # Citus is in no package registry, so CI has no cluster (docs/scale-out.md).
+    "convotree db distribute": "tests/test_citus.py runs it on a Citus coordinator in the "
+                               "suite's Citus mode, and its refusals everywhere",
+    "make test-citus": "needs Citus installed; run by hand (docs/scale-out.md), its recipe "
+                       "checked below",
+    "python -m benchmarks citus": "needs a Citus cluster (scripts/citus-cluster start)",
 }
 
 
@@ -264,8 +270,13 @@ def test_commands_that_run_elsewhere_are_the_ones_named() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     wheel_test = (ROOT / "tests" / "test_wheel.py").read_text()
     assert '"-m", "build", "--wheel"' in wheel_test and '"pip", "install"' in wheel_test
+    assert re.search(r"^test-citus: .*\n\tscripts/citus-cluster start\n\tenv \$\$\(scripts/"
+                     r"citus-cluster env\) CONVOTREE_REQUIRE_POSTGRES=1 \$\(VENV\)/bin/pytest",
+                     makefile, flags=re.M)
     elsewhere = [c for c, _ in COMMANDS if _elsewhere(c)]
-    assert {c.split()[0] for c in elsewhere} <= {"make", "pip", "python"}
+    assert {c.split()[0] for c in elsewhere} <= {"make", "pip", "python", "convotree"}
+    assert {c for c in elsewhere if c.startswith("convotree ")} <= {
+        "convotree db distribute", "convotree db distribute --url URL"}
 
 
 # --- the hints in error messages ----------------------------------------------------------

@@ -22,6 +22,8 @@ PUBLIC = {
     # slow-statement log.
     "RowLevelSecurity", "enable_row_level_security", "disable_row_level_security",
     "safe_url", "install_slow_statement_log",
+    # Scale-out (issue 18): distributing the tables on a Citus coordinator.
+    "Distribution", "distribute",
 }
 
 

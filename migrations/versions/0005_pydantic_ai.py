@@ -28,6 +28,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from convotree._citus import follow_distribution
+
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
@@ -91,6 +93,9 @@ def upgrade() -> None:
     )
     # An entry id alone finds its tree (pydantic-ai's read_entry in a fresh process).
     op.create_index(f"ix_{MESSAGES}_node_id", MESSAGES, ["node_id"])
+    # On a database distributed by Citus (`convotree db distribute`), the new tables
+    # join the conversations' shards; elsewhere this does nothing.
+    follow_distribution(op.get_bind())
 
 
 def downgrade() -> None:

@@ -34,8 +34,12 @@ sibling and leaf probes, the primary key every per-conversation aggregate, and
 ``(tenant_id, updated_at)`` of conversations the pages.
 
 Citus: every view joins nodes to conversations on the distribution column, and every
-subquery is correlated on it; the recursive view needs a ``conversation_id`` filter there
-(a single-shard query).
+subquery is correlated on it, so each runs on every shard and is combined on the
+coordinator. Citus plans no recursive CTE across shards, nor one whose
+``conversation_id`` filter reaches it only through a join: on a distributed database
+(``convotree db distribute`` re-creates the views with ``create_views``)
+``convotree_messages.on_current_branch`` is NULL and ``convotree_current_branch`` is
+refused by Citus; docs/scale-out.md gives the single-shard walk to use instead.
 
 Revision ID: 0006
 Revises: 0005
@@ -45,6 +49,7 @@ Create Date: 2026-12-03
 from collections.abc import Sequence
 
 from alembic import op
+from sqlalchemy import Connection
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -102,7 +107,14 @@ def _messages(dialect: str) -> str:
     ``conversation_id`` filter through it into the walk. SQLite does neither for a join,
     but never evaluates an unread scalar subquery, and evaluates a read one against the
     current branches walked once per statement."""
-    if dialect == "postgresql":
+    if dialect == "citus":
+        # Citus plans no recursive CTE across shards (nor one whose filter reaches it
+        # through a join): a distributed database has no walk here, and says so with
+        # NULL rather than a guess. Per conversation, the walk written with the id in
+        # both halves (docs/reporting.md) is a single-shard query Citus accepts.
+        current = "CAST(NULL AS boolean)"
+        join = ""
+    elif dialect == "postgresql":
         current = "(b.id IS NOT NULL)"
         join = """
   LEFT JOIN (SELECT DISTINCT conversation_id, id FROM convotree_current_branch) b
@@ -330,8 +342,13 @@ SQLITE_DAY = "date(n.created_at)"
 
 
 def definitions(dialect: str) -> dict[str, str]:
-    """Each view's SELECT on this backend, in creation order."""
-    postgresql = dialect == "postgresql"
+    """Each view's SELECT on this backend, in creation order.
+
+    ``citus`` is PostgreSQL with distributed tables: the same views, except that
+    ``convotree_messages`` computes no ``on_current_branch`` (NULL), since Citus plans
+    no recursive CTE across shards; ``convotree_current_branch`` stays as it is and
+    Citus refuses it with its own message (docs/scale-out.md says what to use)."""
+    postgresql = dialect in ("postgresql", "citus")
     return {
         "convotree_current_branch": PG_CURRENT_BRANCH if postgresql else SQLITE_CURRENT_BRANCH,
         "convotree_messages": _messages(dialect),
@@ -359,12 +376,39 @@ def _readers_of_nodes() -> list[str]:
     return ["PUBLIC" if role == "PUBLIC" else quote(role) for role in rows]
 
 
+def _distributed(bind: Connection) -> bool:
+    """Whether Citus distributes this database's convotree tables (``convotree db
+    distribute``): the views then take their distributed form."""
+    if bind.dialect.name != "postgresql" or not bind.exec_driver_sql(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'citus'").scalar():
+        return False
+    return bool(bind.exec_driver_sql(
+        "SELECT count(*) FROM pg_dist_partition "
+        "WHERE logicalrelid = to_regclass('convotree_nodes')").scalar())
+
+
+def create_views(bind: Connection, *, replace: bool = False) -> None:
+    """Create the views in the form this database needs; ``replace``: re-create them
+    in place (``convotree db distribute`` does, after distributing the tables), keeping
+    their grants and ``security_invoker``."""
+    dialect = "citus" if _distributed(bind) else bind.dialect.name
+    for name, body in definitions(dialect).items():
+        if not replace:
+            bind.exec_driver_sql(f"CREATE VIEW {name} AS {body}")
+            continue
+        options = bind.exec_driver_sql(
+            f"SELECT reloptions FROM pg_class WHERE oid = '{name}'::regclass").scalar()
+        bind.exec_driver_sql(f"CREATE OR REPLACE VIEW {name} AS {body}")
+        if options:   # CREATE OR REPLACE resets a view's options
+            bind.exec_driver_sql(f"ALTER VIEW {name} SET ({', '.join(options)})")
+
+
 def upgrade() -> None:
-    dialect = op.get_bind().dialect.name
+    bind = op.get_bind()
+    dialect = bind.dialect.name
     day = PG_DAY_OF_CREATED_AT if dialect == "postgresql" else SQLITE_DAY_OF_CREATED_AT
     op.execute(f"CREATE INDEX {DAY_INDEX} ON convotree_nodes ({day})")
-    for name, body in definitions(dialect).items():
-        op.execute(f"CREATE VIEW {name} AS {body}")
+    create_views(bind)
     if dialect == "postgresql" and _under_row_level_security():
         # A database that already has row-level security (enable-rls ran before this
         # upgrade) gets its views the way enable-rls would leave them: filtered as the

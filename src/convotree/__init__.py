@@ -32,6 +32,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Conversation": (".models", "Conversation"),
     "DefaultPolicy": (".context", "DefaultPolicy"),
     "DepthRange": (".context", "DepthRange"),
+    "Distribution": ("._citus", "Distribution"),
     "ExtractiveSummarizer": (".summaries", "ExtractiveSummarizer"),
     "Node": (".models", "Node"),
     "OpenAISummarizer": (".summaries", "OpenAISummarizer"),
@@ -53,6 +54,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "create_async_engine": ("._engine", "create_async_engine"),
     "create_engine": ("._engine", "create_engine"),
     "current_revision": ("._migrate", "current_revision"),
+    "distribute": ("._citus", "distribute"),
     "downgrade": ("._migrate", "downgrade"),
     "migrate": ("._migrate", "migrate"),
     "tokens": (".tokens", None),
@@ -60,6 +62,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 if TYPE_CHECKING:
     from . import tokens
+    from ._citus import Distribution, distribute
     from ._engine import create_async_engine, create_engine
     from ._log import install_slow_statement_log, safe_url
     from ._migrate import check as check_schema
@@ -120,6 +123,7 @@ __all__ = [
     "ConvotreeError",
     "DefaultPolicy",
     "DepthRange",
+    "Distribution",
     "ExtractiveSummarizer",
     "Node",
     "OpenAISummarizer",
@@ -139,6 +143,7 @@ __all__ = [
     "create_engine",
     "current_revision",
     "disable_row_level_security",
+    "distribute",
     "downgrade",
     "enable_row_level_security",
     "errors",

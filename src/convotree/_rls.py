@@ -55,6 +55,7 @@ from sqlalchemy import true as sql_true
 from sqlalchemy.exc import DBAPIError
 
 from . import _dberrors, _driver
+from ._citus import is_distributed
 from ._log import get_logger, safe_url
 from ._revision import VERSION_TABLE
 from ._schema import metadata
@@ -334,6 +335,11 @@ def enable_row_level_security(url_or_engine: str | Engine, *, role: str | None =
     tables = tuple(rules)
     with _owner_transaction(url_or_engine, "enable") as conn:
         _check_caller(conn, tables)
+        if is_distributed(conn):
+            raise ConfigurationError(
+                "cannot enable row-level security on tables distributed by Citus: Citus "
+                "supports no policy that reads another table, and convotree's node policy "
+                "reads the conversation's tenant (docs/scale-out.md); nothing was changed")
         if role is not None:
             _check_role(conn, role, tables)
         views = _views(conn, tables)

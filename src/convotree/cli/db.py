@@ -69,6 +69,20 @@ def register(subparsers: Subparsers) -> None:
     _add_url(enable)
     enable.set_defaults(handler=run_enable_rls)
 
+    distribute = actions.add_parser(
+        "distribute", help="Citus: distribute the tables by conversation (once, after upgrade)",
+        description="On a Citus coordinator whose workers are added: distribute "
+                    "convotree's tables by conversation, co-located, in one transaction "
+                    "(the conversations/nodes foreign key is dropped and restored around "
+                    "it, existing rows move to the shards). Idempotent; refuses a server "
+                    "without the citus extension and changes nothing there. "
+                    "See docs/scale-out.md.")
+    distribute.add_argument(
+        "--shard-count", type=int, metavar="N",
+        help="shards of the co-location group (default: Citus's citus.shard_count)")
+    _add_url(distribute)
+    distribute.set_defaults(handler=run_distribute)
+
     disable = actions.add_parser(
         "disable-rls", help="PostgreSQL: turn convotree's row-level security off",
         description="Drop convotree's policies and turn row-level security off on its "
@@ -146,6 +160,25 @@ def run_enable_rls(args: argparse.Namespace) -> int:
     granted = f"; role {done.role} granted" if done.role else ""
     console().print(f"{_display(url)}: row-level security on for "
                     f"{', '.join(done.tables)}{views}{granted}", soft_wrap=True, markup=False)
+    return 0
+
+
+def run_distribute(args: argparse.Namespace) -> int:
+    from .._citus import distribute
+    from ..errors import SchemaOutOfDate
+
+    url = resolve_url(args, must_exist=True)
+    try:
+        done = distribute(url, shard_count=args.shard_count)
+    except SchemaOutOfDate as exc:
+        raise CliError(cli_hint(exc, args)) from exc
+    if done.changed:
+        message = (f"distributed {', '.join(done.distributed)} by conversation "
+                   f"({done.shard_count} shards, Citus {done.citus_version})")
+    else:
+        message = (f"already distributed: {', '.join(done.already)} "
+                   f"({done.shard_count} shards, Citus {done.citus_version}); nothing to do")
+    console().print(f"{_display(url)}: {message}", soft_wrap=True, markup=False)
     return 0
 
 
