@@ -135,12 +135,13 @@ def _backends(postgres: PostgresServer, url: str, *, app: str | None = STORE_APP
 
 
 def _terminate(postgres: PostgresServer, pids: list[int]) -> list[int]:
-    """pg_terminate_backend each pid and wait until it is gone; the pids terminated."""
+    """pg_terminate_backend each pid and wait until it is gone; the pids terminated.
+    (The pid is cast: Citus adds a ``pg_terminate_backend(bigint, bigint)`` of its own.)"""
     assert postgres.admin is not None
     killed = []
     with postgres.admin.connect() as conn:
         for pid in pids:
-            if conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"),
+            if conn.execute(sa.text("SELECT pg_terminate_backend(CAST(:pid AS integer), 10000)"),
                             {"pid": pid}).scalar():
                 killed.append(pid)
     return killed
