@@ -44,7 +44,7 @@ def exempt_reporting(monkeypatch: pytest.MonkeyPatch) -> None:
     original = reporting._execute
 
     def execute(conn: sa.Connection, statement: Any) -> Sequence[Any]:
-        with sql_audit.unaudited():
+        with sql_audit.cross_conversation():
             return original(conn, statement)
 
     monkeypatch.setattr(reporting, "_execute", execute)

@@ -182,7 +182,7 @@ def world(reporting_db: tuple[str, sa.Engine]) -> World:
 @pytest.fixture(autouse=True)
 def views_unaudited() -> Iterator[None]:
     """The views read across conversations by design: the audit is for the store."""
-    with sql_audit.unaudited():
+    with sql_audit.cross_conversation():
         yield
 
 

@@ -260,7 +260,7 @@ def _refuse_row_level_security(conn: Connection) -> None:
         raise ConfigurationError(
             "row-level security is on for convotree's tables (convotree db enable-rls), "
             "and Citus supports no policy that reads another table, as convotree's node "
-            "policy does: run `convotree db disable-rls` before distributing "
+            "policy does: run `convotree db disable-rls [--url URL]` before distributing "
             "(docs/scale-out.md); nothing was changed")
 
 
