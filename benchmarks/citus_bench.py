@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,6 +114,17 @@ OPERATIONS: dict[str, Callable[[Data], object]] = {
     "append": lambda d: d.store.append(d.conversation, parent=d.leaf, role="user",
                                        content="one more question", set_current=False),
     "context (gpt-4o, 16k)": lambda d: d.store.context(d.leaf, model="gpt-4o", budget=16_000),
+    "edit (a sibling answer)": lambda d: d.store.edit(d.leaf, "another answer",
+                                                      set_current=False),
+    "append_chain (2 messages)": lambda d: d.store.append_chain(
+        d.leaf, [{"role": "user", "content": "and then?"},
+                 {"role": "assistant", "content": "then this."}], set_current=False),
+    "append + add_summary": lambda d: d.store.add_summary(
+        d.store.append(d.conversation, parent=d.leaf, role="user", content="summarize",
+                       set_current=False), "what was said", model="gpt-4o-mini"),
+    "append + delete_subtree": lambda d: d.store.delete_subtree(
+        d.store.append(d.conversation, parent=d.leaf, role="user", content="gone",
+                       set_current=False)),
     "path": lambda d: d.store.path(d.leaf),
     "tail (20)": lambda d: d.store.tail(d.leaf, 20),
     "children": lambda d: d.store.children(d.store.path(d.leaf)[-2]),
@@ -153,8 +165,12 @@ def _explain(engine: sa.Engine, statement: str, parameters: Any) -> str:
 
 
 def _tasks(plan: str) -> str:
+    """``1``; ``1+1`` for a statement Citus runs in two single-shard steps (a
+    modifying CTE first, as its own subplan); ``32`` on every shard; ``coordinator``
+    for a statement on no distributed table."""
     counts = re.findall(r"Task Count: (\d+)", plan)
-    return "+".join(counts) if counts else "coordinator"
+    shown = "+".join(counts) if counts else "coordinator"
+    return shown + (" (via coordinator)" if "pull to coordinator" in plan else "")
 
 
 def run(args: argparse.Namespace) -> str:
@@ -165,8 +181,10 @@ def run(args: argparse.Namespace) -> str:
     try:
         for url in (citus_url, plain_url):
             convotree.migrate(url)
-        done = convotree.distribute(citus_url, shard_count=args.shards)
         citus, plain = _load(citus_url, args, pool), _load(plain_url, args, pool)
+        started = time.perf_counter()
+        done = convotree.distribute(citus_url, shard_count=args.shards)
+        distribute_s = time.perf_counter() - started
         rows: list[list[str]] = []
         context_plan = ""
         for name, operation in OPERATIONS.items():
@@ -203,9 +221,13 @@ def run(args: argparse.Namespace) -> str:
         f"with a side branch at every message ({citus.nodes:,} nodes). Calls on the "
         f"middle conversation's leaf; medians of up to {args.repeat} runs taken in turn.",
         "",
+        f"`convotree.distribute` of the loaded database (every row copied to the "
+        f"workers, in one transaction): {distribute_s:.1f} s.",
+        "",
         "Tasks: the `Task Count` of each statement's EXPLAIN on the distributed "
-        "database, in the order sent (1: one shard; `coordinator`: a statement on no "
-        "distributed table).",
+        "database, in the order sent (1: one shard; 1+1: two single-shard steps, a "
+        "modifying CTE run first as its own subplan; `coordinator`: a statement on no "
+        "distributed table, such as the advisory lock of a summary).",
         "",
         table(["call", "statements", "tasks per statement", "plain PostgreSQL ms",
                "Citus ms"], rows),

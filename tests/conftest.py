@@ -192,10 +192,15 @@ def migrated_urls(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFac
     if postgres.admin is not None:
         urls["postgresql"] = postgres.create_database()
     for url in urls.values():
-        convotree.migrate(url)
-    if "postgresql" in urls and postgres.workers:
-        convotree.distribute(urls["postgresql"], shard_count=CITUS_SHARDS)
+        migrate_and_distribute(url)
     return urls
+
+
+def migrate_and_distribute(url: str) -> None:
+    """Migrate a test database; in the Citus mode, distribute a PostgreSQL one too."""
+    convotree.migrate(url)
+    if CITUS_WORKERS and make_url(url).get_backend_name() == "postgresql":
+        convotree.distribute(url, shard_count=CITUS_SHARDS)
 
 
 @pytest.fixture(params=BACKENDS)

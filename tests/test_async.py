@@ -21,7 +21,7 @@ import convotree
 from convotree import errors
 from convotree._io import Twin
 from tests import sql_audit
-from tests.conftest import PostgresServer, _require, table_counts
+from tests.conftest import PostgresServer, _require, migrate_and_distribute, table_counts
 
 TWINS = True
 
@@ -303,7 +303,7 @@ def test_asyncpg_is_accepted(postgres: PostgresServer) -> None:
     _require(postgres)
     created = postgres.create_database()
     with sql_audit.unaudited():
-        convotree.migrate(created)
+        migrate_and_distribute(created)
     url = sa.make_url(created).set(drivername="postgresql+asyncpg").render_as_string(False)
 
     async def scenario() -> None:

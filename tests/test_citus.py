@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 import convotree
 from convotree import _citus
 from convotree._schema import metadata
-from convotree.errors import ConfigurationError
+from convotree.errors import ConfigurationError, InvalidArgument
 from tests import sql_audit
 from tests.conftest import CITUS_WORKERS, PostgresServer, _require
 from tests.test_cli_support import run_cli
@@ -56,7 +56,8 @@ def _query(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     engine = _engine(url)
     try:
         with sql_audit.unaudited(), engine.begin() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql), params)]
+            result = conn.execute(sa.text(sql), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
     finally:
         engine.dispose()
 
@@ -146,8 +147,8 @@ def test_distribute_refuses_postgresql_without_citus_and_changes_nothing(
 
 
 def test_distribute_refuses_a_bad_shard_count(plain_postgres_url: str) -> None:
-    for bad in (0, -3, True, "8"):
-        with pytest.raises(ConfigurationError, match="shard_count"):
+    for bad in (0, -3, True, "8", 64_001):
+        with pytest.raises(InvalidArgument, match="shard_count"):
             convotree.distribute(plain_postgres_url, shard_count=bad)  # type: ignore[arg-type]
 
 
@@ -290,6 +291,78 @@ if CITUS_WORKERS:
         assert _query(distributed, "SELECT count(*) FROM pg_class WHERE relrowsecurity "
                                    "AND relname LIKE 'convotree%'") == [(0,)]
 
+    def test_a_table_distributed_before_the_conversations_is_refused(
+            postgres: PostgresServer) -> None:
+        url = postgres.create_database()
+        convotree.migrate(url)
+        _query(url, "SELECT create_distributed_table('convotree_pydantic_ai_names', "
+                    "'conversation_id', shard_count => 4, colocate_with => 'none')")
+        with pytest.raises(ConfigurationError, match="cannot be co-located"):
+            convotree.distribute(url)
+        assert set(_placement(url)) == {"convotree_pydantic_ai_names"}
+
+    def test_tables_distributed_by_hand_get_the_distributed_views(
+            postgres: PostgresServer) -> None:
+        url = postgres.create_database()
+        convotree.migrate(url)
+        engine = _engine(url)
+        with sql_audit.unaudited(), engine.begin() as conn:
+            _citus.distribute_tables(conn)          # the tables only, not the views
+        engine.dispose()
+        with pytest.raises(sa.exc.DBAPIError, match="recursive CTEs"):
+            _query(url, "SELECT count(*) FROM convotree_messages")
+        done = convotree.distribute(url)
+        assert not done.changed
+        assert _query(url, "SELECT count(*) FROM convotree_messages") == [(0,)]
+
+    def test_an_application_key_into_convotree_is_refused_first(
+            postgres: PostgresServer) -> None:
+        url = postgres.create_database()
+        convotree.migrate(url)
+        _query(url, "CREATE TABLE app_tags (conversation_id uuid REFERENCES "
+                    "convotree_conversations (id), tag text)")
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with pytest.raises(ConfigurationError,
+                               match=r"app_tags\.app_tags_conversation_id_fkey"):
+                convotree.distribute(engine)
+        finally:
+            engine.dispose()
+        assert _placement(url) == {}
+        assert len(_query(url, "SELECT 1 FROM pg_constraint WHERE conname = "
+                               "'fk_convotree_conversations_id_current_node_id'")) == 1
+
+    def test_convotree_gets_a_colocation_group_of_its_own(postgres: PostgresServer) -> None:
+        url = postgres.create_database()
+        convotree.migrate(url)
+        _query(url, "CREATE TABLE app_events (id uuid PRIMARY KEY)")
+        _query(url, "SELECT create_distributed_table('app_events', 'id')")
+        convotree.distribute(url)
+        groups = {name: group for name, (_, _, group) in _placement(url).items()}
+        assert len({groups[name] for name in ALL_TABLES}) == 1
+        assert groups["app_events"] != groups["convotree_conversations"]
+
+    def test_a_different_shard_count_later_is_refused(postgres: PostgresServer) -> None:
+        url = postgres.create_database()
+        convotree.migrate(url)
+        convotree.distribute(url, shard_count=4)
+        with pytest.raises(ConfigurationError, match="already distributed with 4 shards"):
+            convotree.distribute(url, shard_count=8)
+        assert convotree.distribute(url, shard_count=4).shard_count == 4
+
+    def test_a_database_without_workers_is_refused(postgres: PostgresServer) -> None:
+        assert postgres.admin is not None
+        name = f"convotree_noworkers_{uuid.uuid4().hex[:8]}"
+        with postgres.admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        postgres.created.append(name)
+        url = postgres.url.set(database=name).render_as_string(hide_password=False)
+        _query(url, "CREATE EXTENSION citus")
+        convotree.migrate(url)
+        with pytest.raises(ConfigurationError, match="no worker to hold the shards"):
+            convotree.distribute(url)
+        assert _placement(url) == {}
+
     def test_a_worker_is_refused(postgres: PostgresServer) -> None:
         url = postgres.create_database()
         host, _, port = CITUS_WORKERS[0].rpartition(":")
@@ -326,7 +399,25 @@ if CITUS_WORKERS:
         assert rows and {r[0] for r in rows} == {None}
         assert not convotree.distribute(url).changed
 
-    def test_context_is_a_single_shard_plan(migrated_urls: dict[str, str]) -> None:
+    #: Calls whose every statement must be single-shard (docs/scale-out.md's table).
+    SINGLE_SHARD: dict[str, Callable[[convotree.Store, dict[str, Any]], object]] = {
+        "context": lambda s, m: s.context(m["more"], model="gpt-4o-mini"),
+        "append": lambda s, m: s.append(m["conv"], parent=m["more"], role="assistant",
+                                        content="sure"),
+        "edit": lambda s, m: s.edit(m["long"], "One day."),
+        "append_chain": lambda s, m: s.append_chain(m["short"], [
+            {"role": "user", "content": "and?"}, {"role": "assistant", "content": "so."}]),
+        "delete_subtree": lambda s, m: s.delete_subtree(m["short"]),
+        "path": lambda s, m: s.path(m["more"]),
+        "tail": lambda s, m: s.tail(m["more"], 2),
+        "tree": lambda s, m: s.tree(m["conv"]),
+        "leaves": lambda s, m: s.leaves(m["conv"]),
+        "current": lambda s, m: s.current(m["conv"]),
+    }
+
+    @pytest.mark.parametrize("call", list(SINGLE_SHARD))
+    def test_per_conversation_calls_are_single_shard_plans(
+            migrated_urls: dict[str, str], call: str) -> None:
         store = convotree.Store(migrated_urls["postgresql"])
         made = _build(store)
         engine = store.engine
@@ -334,22 +425,26 @@ if CITUS_WORKERS:
 
         def keep(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                  executemany: bool) -> None:
-            sent.append((statement, parameters))
+            if re.match(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", statement):
+                sent.append((statement, parameters))
 
         sa.event.listen(engine, "before_cursor_execute", keep)
         try:
-            store.context(made["more"], model="gpt-4o-mini")
+            SINGLE_SHARD[call](store, made)
         finally:
             sa.event.remove(engine, "before_cursor_execute", keep)
-        walks = [(s, p) for s, p in sent if "convotree_nodes" in s]
-        assert len(walks) == 1, [s for s, _ in sent]
-        statement, parameters = walks[0]
-        with sql_audit.unaudited(), engine.connect() as conn:
-            plan = "\n".join(str(r[0]) for r in conn.exec_driver_sql(
-                f"EXPLAIN (COSTS OFF) {statement}", parameters))
+        assert sent
+        for statement, parameters in sent:
+            with sql_audit.unaudited(), engine.connect() as conn:
+                plan = "\n".join(str(r[0]) for r in conn.exec_driver_sql(
+                    f"EXPLAIN (COSTS OFF) {statement}", parameters))
+                conn.rollback()
+            counts = re.findall(r"Task Count: (\d+)", plan)
+            assert counts and set(counts) == {"1"}, plan
+            assert "pull to coordinator" not in plan, plan
+            if call == "context":
+                assert len(sent) == 1 and "Custom Scan (Citus Adaptive)" in plan
         store.close()
-        assert "Custom Scan (Citus Adaptive)" in plan, plan
-        assert re.search(r"Task Count: 1\b", plan), plan
 
     def test_reporting_views_on_a_distributed_database(migrated_urls: dict[str, str]) -> None:
         db_url = migrated_urls["postgresql"]

@@ -51,7 +51,7 @@ from convotree._schema import conversations as conversations_table
 from convotree._schema import nodes as nodes_table
 from convotree.testing import FakeOpenAI
 from tests import sql_audit, twins
-from tests.conftest import PostgresServer, _require
+from tests.conftest import PostgresServer, _require, migrate_and_distribute
 from tests.test_cli_support import exempt_reporting
 
 #: Every test that takes the ``shell`` fixture runs on Store and on AsyncStore.
@@ -303,7 +303,7 @@ def hostile_urls(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFact
     if postgres.admin is not None:
         urls["postgresql"] = postgres.create_database()
     for url in urls.values():
-        convotree.migrate(url)
+        migrate_and_distribute(url)
     return urls
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import _dberrors
 from ._schema import conversations, metadata
-from .errors import ConfigurationError, ConvotreeError
+from .errors import ConfigurationError, ConvotreeError, InvalidArgument
 
 __all__ = ["Distribution", "distribute", "distribute_tables", "distribution_column",
            "follow_distribution", "is_distributed"]
@@ -43,6 +43,8 @@ ANCHOR = conversations.name
 LOCK_TIMEOUT = "10s"
 #: migrations/env.py's advisory lock key: distributing and migrating never overlap.
 MIGRATION_LOCK_KEY = 0x636F6E766F747265
+#: Citus's upper bound for ``shard_count``.
+MAX_SHARDS = 64_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,12 @@ def _check_placement(placement: dict[str, tuple[str, str | None, int]]) -> None:
             raise ConfigurationError(
                 f"{table.name} is {kind}; convotree needs it hash-distributed by {wanted} "
                 "(undistribute it with undistribute_table() and run distribute again)")
-        if anchor_group is not None and group != anchor_group:
+        if anchor_group is None:
+            raise ConfigurationError(
+                f"{table.name} is already distributed but {ANCHOR} is not, so it cannot "
+                "be co-located with it: undistribute it (undistribute_table()) and run "
+                "distribute again")
+        if group != anchor_group:
             raise ConfigurationError(
                 f"{table.name} is not co-located with {ANCHOR}; convotree needs every "
                 "table of a conversation on one shard (alter_distributed_table(..., "
@@ -153,6 +160,29 @@ def _blocking_keys(conn: Connection, table: str, distributed: Sequence[str]
             for name, definition, target in rows if target not in distributed]
 
 
+def _refuse_foreign_keys_from_elsewhere(conn: Connection, local: Sequence[str]) -> None:
+    """An application's local table with a foreign key to a convotree table that is about
+    to be distributed: Citus would fail late (when the local copy is truncated); say
+    what to do before anything runs."""
+    if not local:
+        return
+    rows = conn.execute(text(
+        "SELECT s.relname, t.relname, k.conname FROM pg_constraint k "
+        "  JOIN pg_class s ON s.oid = k.conrelid JOIN pg_class t ON t.oid = k.confrelid "
+        " WHERE k.contype = 'f' AND k.confrelid = ANY (CAST(:targets AS regclass[])) "
+        "   AND NOT (k.conrelid = ANY (CAST(:ours AS regclass[]))) ORDER BY 1, 3"),
+        {"targets": list(local),
+         "ours": [t.name for t in _tables() if _exists(conn, t.name)]}).all()
+    if rows:
+        keys = ", ".join(f"{source}.{name} -> {target}" for source, target, name in rows)
+        raise ConfigurationError(
+            f"tables outside convotree have foreign keys to its tables ({keys}): Citus "
+            "cannot keep a local table's key to a distributed one. Drop those keys, run "
+            "distribute, distribute your tables co-located "
+            f"(create_distributed_table(..., colocate_with => '{ANCHOR}')) and add the "
+            "keys back; nothing was changed")
+
+
 def _quote(conn: Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote_identifier(name)
 
@@ -168,6 +198,7 @@ def distribute_tables(conn: Connection, *, shard_count: int | None = None) -> li
     todo = [t for t in _tables() if t.name not in placement and _exists(conn, t.name)]
     if not todo:
         return []
+    _refuse_foreign_keys_from_elsewhere(conn, [t.name for t in todo])
     dropped: list[_ForeignKey] = []
     for table in todo:
         # Citus refuses a distributed table whose foreign key points at a local table:
@@ -177,8 +208,10 @@ def distribute_tables(conn: Connection, *, shard_count: int | None = None) -> li
                 f"ALTER TABLE {_quote(conn, key.table)} DROP CONSTRAINT {_quote(conn, key.name)}")
             dropped.append(key)
         if table.name == ANCHOR:
-            options = ("" if shard_count is None
-                       else f", shard_count => {int(shard_count)}, colocate_with => 'none'")
+            # A co-location group of convotree's own: never the application's tables'
+            # (a rebalance or a tenant isolation would otherwise move those along).
+            count = "" if shard_count is None else f", shard_count => {int(shard_count)}"
+            options = f"{count}, colocate_with => 'none'"
         else:
             options = f", colocate_with => '{ANCHOR}'"
         conn.exec_driver_sql(
@@ -226,10 +259,20 @@ def _shard_count(conn: Connection) -> int:
 def _refuse_without_citus(conn: Connection) -> str:
     version = citus_version(conn)
     if version is not None:
-        coordinator = conn.exec_driver_sql("SELECT citus_is_coordinator()").scalar()
-        if not coordinator:
+        nodes = conn.exec_driver_sql("SELECT count(*) FROM pg_dist_node").scalar()
+        if nodes and not conn.exec_driver_sql("SELECT citus_is_coordinator()").scalar():
             raise ConfigurationError(
                 "this is a Citus worker: run distribute against the coordinator")
+        holders = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_dist_node WHERE isactive AND noderole = 'primary' "
+            "AND shouldhaveshards").scalar()
+        if not holders:
+            raise ConfigurationError(
+                "this Citus database has no worker to hold the shards: on the "
+                "coordinator, run SELECT citus_set_coordinator_host('<its host>', <port>) "
+                "and SELECT citus_add_node('<worker host>', <port>) for each worker (in "
+                "this database, with the citus extension created on every node); "
+                "nothing was changed")
         return version
     available = conn.exec_driver_sql(
         "SELECT default_version FROM pg_available_extensions WHERE name = 'citus'").scalar()
@@ -248,6 +291,17 @@ def _refuse_without_citus(conn: Connection) -> str:
         "the citus extension is installed on this server but not created in this "
         "database: run CREATE EXTENSION citus here and on every worker, add the "
         "workers (citus_add_node), then distribute again (nothing was changed)")
+
+
+def _refuse_stale_schema(conn: Connection) -> None:
+    from ._revision import SCHEMA_REVISION, VERSION_TABLE
+    from .errors import SchemaOutOfDate
+
+    revision = conn.exec_driver_sql(f"SELECT max(version_num) FROM {VERSION_TABLE}").scalar()
+    if revision != SCHEMA_REVISION:
+        raise SchemaOutOfDate(
+            f"the schema changed to revision {revision!r} while distribute waited; run "
+            "`convotree db upgrade --url URL`, then distribute again")
 
 
 def _refuse_row_level_security(conn: Connection) -> None:
@@ -290,23 +344,36 @@ def distribute(url_or_engine: str | Engine, *, shard_count: int | None = None
         raise ConfigurationError(
             f"cannot distribute a {backend} database: Citus is a PostgreSQL extension")
     if shard_count is not None and (not isinstance(shard_count, int)
-                                    or isinstance(shard_count, bool) or shard_count < 1):
-        raise ConfigurationError(f"shard_count must be a positive integer, not {shard_count!r}")
+                                    or isinstance(shard_count, bool)
+                                    or not 1 <= shard_count <= MAX_SHARDS):
+        raise InvalidArgument(
+            f"shard_count must be an integer from 1 to {MAX_SHARDS:,}, not {shard_count!r}")
     with _engine_for(url_or_engine) as engine:
         try:
             with engine.connect() as conn:
                 _refuse_without_citus(conn)   # before the schema: say what is missing first
             check(engine)
-            with engine.connect() as conn, conn.begin():
+            # A real transaction even on an engine made with AUTOCOMMIT: all or nothing.
+            with engine.connect().execution_options(
+                    isolation_level="READ COMMITTED") as conn, conn.begin():
                 version = _refuse_without_citus(conn)
                 conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+                _refuse_stale_schema(conn)   # again, now that migrations wait for us
                 _refuse_row_level_security(conn)
                 before = _placement(conn)
                 _check_placement(before)
+                if ANCHOR in before and shard_count is not None \
+                        and shard_count != _shard_count(conn):
+                    raise ConfigurationError(
+                        f"the tables are already distributed with {_shard_count(conn)} "
+                        f"shards, not {shard_count}: change that with Citus's "
+                        f"alter_distributed_table('{ANCHOR}', shard_count => "
+                        f"{shard_count}, cascade_to_colocated => true)")
                 distributed = distribute_tables(conn, shard_count=shard_count)
-                if distributed:
-                    _views_migration().create_views(conn, replace=True)
+                # Every run: views left in the single-server form (tables distributed by
+                # hand, or an interrupted older run) get their distributed form.
+                _views_migration().create_views(conn, replace=True)
                 already = tuple(t.name for t in _tables() if t.name in before)
                 return Distribution(tuple(distributed), already, _shard_count(conn), version)
         except ConvotreeError:

@@ -160,7 +160,10 @@ def append_under_parent() -> Any:
     parent = nodes.alias("p")
     kept = _always_kept(parent.c)
     computed = {
-        "conversation_id": APPEND_CONVERSATION,
+        # The parent's own column (equal to the parameter, by the WHERE below): Citus
+        # then sees an INSERT ... SELECT that keeps each row on its shard and runs it
+        # on the worker, instead of pulling the row through the coordinator.
+        "conversation_id": parent.c.conversation_id,
         "parent_id": parent.c.id,
         "depth": parent.c.depth + literal_column("1"),
         "pinned_ancestor_id": case((kept, parent.c.id), else_=parent.c.pinned_ancestor_id),
