@@ -92,6 +92,7 @@ def _drop(nodes: list[sa.URL]) -> None:
 class Data:
     store: convotree.Store
     leaf: convotree.Node
+    parent: convotree.Node      # the leaf's parent (its children: the leaf, a side branch)
     conversation: convotree.Conversation
     nodes: int
 
@@ -106,7 +107,8 @@ def _load(url: str, args: argparse.Namespace, pool: Pool) -> Data:
         if index == args.conversations // 2:
             leaf = node
     assert leaf is not None
-    return Data(store, leaf, store.get_conversation(leaf.conversation_id), total)
+    parent = store.path(leaf)[-2]
+    return Data(store, leaf, parent, store.get_conversation(leaf.conversation_id), total)
 
 
 #: The calls measured: name -> what it does with the loaded data.
@@ -127,7 +129,7 @@ OPERATIONS: dict[str, Callable[[Data], object]] = {
                        set_current=False)),
     "path": lambda d: d.store.path(d.leaf),
     "tail (20)": lambda d: d.store.tail(d.leaf, 20),
-    "children": lambda d: d.store.children(d.store.path(d.leaf)[-2]),
+    "children": lambda d: d.store.children(d.parent),
     "tree": lambda d: d.store.tree(d.conversation),
     "leaves": lambda d: d.store.leaves(d.conversation),
     "current": lambda d: d.store.current(d.conversation),
