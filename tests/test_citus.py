@@ -183,6 +183,12 @@ def test_the_documented_walk(migrated_urls: dict[str, str], postgres: PostgresSe
 
 if CITUS_WORKERS:
 
+    def _migrated(postgres: PostgresServer) -> str:
+        """A fresh database of the cluster, migrated, not distributed."""
+        url = postgres.create_database()
+        convotree.migrate(url)
+        return url
+
     def _placement(url: str) -> dict[str, tuple[str, str, int]]:
         rows = _query(url, "SELECT logicalrelid::text, partmethod, "
                            "column_to_column_name(logicalrelid, partkey), colocationid "
@@ -192,8 +198,7 @@ if CITUS_WORKERS:
     ALL_TABLES = [t.name for t in _citus._tables()]
 
     def test_distribute_a_database_with_conversations(postgres: PostgresServer) -> None:
-        url = postgres.create_database()
-        convotree.migrate(url)
+        url = _migrated(postgres)
         store = convotree.Store(url)
         made = _build(store)
         store.close()
@@ -236,8 +241,7 @@ if CITUS_WORKERS:
         assert "already distributed" in result.out
 
     def test_keys_are_enforced_per_shard_after_distributing(postgres: PostgresServer) -> None:
-        url = postgres.create_database()
-        convotree.migrate(url)
+        url = _migrated(postgres)
         convotree.distribute(url)
         store = convotree.Store(url)
         made = _build(store)
@@ -264,8 +268,7 @@ if CITUS_WORKERS:
 
     def test_refuses_a_table_held_another_way_and_changes_nothing(
             postgres: PostgresServer) -> None:
-        url = postgres.create_database()
-        convotree.migrate(url)
+        url = _migrated(postgres)
         _query(url, "SELECT create_reference_table('convotree_pydantic_ai_names')")
         with pytest.raises(ConfigurationError, match="reference table"):
             convotree.distribute(url)
@@ -293,8 +296,7 @@ if CITUS_WORKERS:
 
     def test_a_table_distributed_before_the_conversations_is_refused(
             postgres: PostgresServer) -> None:
-        url = postgres.create_database()
-        convotree.migrate(url)
+        url = _migrated(postgres)
         _query(url, "SELECT create_distributed_table('convotree_pydantic_ai_names', "
                     "'conversation_id', shard_count => 4, colocate_with => 'none')")
         with pytest.raises(ConfigurationError, match="cannot be co-located"):
@@ -303,8 +305,7 @@ if CITUS_WORKERS:
 
     def test_tables_distributed_by_hand_get_the_distributed_views(
             postgres: PostgresServer) -> None:
-        url = postgres.create_database()
-        convotree.migrate(url)
+        url = _migrated(postgres)
         engine = _engine(url)
         with sql_audit.unaudited(), engine.begin() as conn:
             _citus.distribute_tables(conn)          # the tables only, not the views
@@ -317,8 +318,7 @@ if CITUS_WORKERS:
 
     def test_an_application_key_into_convotree_is_refused_first(
             postgres: PostgresServer) -> None:
-        url = postgres.create_database()
-        convotree.migrate(url)
+        url = _migrated(postgres)
         _query(url, "CREATE TABLE app_tags (conversation_id uuid REFERENCES "
                     "convotree_conversations (id), tag text)")
         engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
@@ -333,8 +333,7 @@ if CITUS_WORKERS:
                                "'fk_convotree_conversations_id_current_node_id'")) == 1
 
     def test_convotree_gets_a_colocation_group_of_its_own(postgres: PostgresServer) -> None:
-        url = postgres.create_database()
-        convotree.migrate(url)
+        url = _migrated(postgres)
         _query(url, "CREATE TABLE app_events (id uuid PRIMARY KEY)")
         _query(url, "SELECT create_distributed_table('app_events', 'id')")
         convotree.distribute(url)
@@ -343,8 +342,7 @@ if CITUS_WORKERS:
         assert groups["app_events"] != groups["convotree_conversations"]
 
     def test_a_different_shard_count_later_is_refused(postgres: PostgresServer) -> None:
-        url = postgres.create_database()
-        convotree.migrate(url)
+        url = _migrated(postgres)
         convotree.distribute(url, shard_count=4)
         with pytest.raises(ConfigurationError, match="already distributed with 4 shards"):
             convotree.distribute(url, shard_count=8)
