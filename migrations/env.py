@@ -28,6 +28,7 @@ from alembic import context
 from sqlalchemy import Connection, text
 
 from convotree._engine import MIGRATION_OPTION, WRITE_OPTION, create_engine
+from convotree._revision import MIGRATION_LOCK_KEY  # enable-rls and distribute take it too
 from convotree._schema import VERSION_TABLE, metadata
 
 # SQLite cannot reflect an index on an expression, so comparing the schema there skips
@@ -36,8 +37,6 @@ from convotree._schema import VERSION_TABLE, metadata
 warnings.filterwarnings("ignore", message=r".*expression-based index '?ix_convotree_nodes_utc_day")
 
 config = context.config
-# A fixed 64-bit key for pg_advisory_xact_lock: "convotree migrate".
-MIGRATION_LOCK_KEY = 0x636F6E766F747265
 
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool,

@@ -308,7 +308,10 @@ def test_the_migration_lock_is_the_one_migrations_take() -> None:
     from pathlib import Path
 
     env = (Path(__file__).resolve().parents[1] / "migrations" / "env.py").read_text()
-    assert f"MIGRATION_LOCK_KEY = {_rls.MIGRATION_LOCK_KEY:#X}".replace("0X", "0x") in env
+    assert "from convotree._revision import MIGRATION_LOCK_KEY" in env
+    assert "pg_advisory_xact_lock(:key)" in env and '{"key": MIGRATION_LOCK_KEY}' in env
+    # enable-rls takes it through the shared helper (and distribute too, in _citus)
+    assert "lock_schema(conn, LOCK_TIMEOUT)" in Path(_rls.__file__).read_text()
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -51,6 +51,8 @@ from collections.abc import Sequence
 from alembic import op
 from sqlalchemy import Connection
 
+from convotree._citus import is_distributed
+
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
@@ -376,22 +378,12 @@ def _readers_of_nodes() -> list[str]:
     return ["PUBLIC" if role == "PUBLIC" else quote(role) for role in rows]
 
 
-def _distributed(bind: Connection) -> bool:
-    """Whether Citus distributes this database's convotree tables (``convotree db
-    distribute``): the views then take their distributed form."""
-    if bind.dialect.name != "postgresql" or not bind.exec_driver_sql(
-            "SELECT count(*) FROM pg_extension WHERE extname = 'citus'").scalar():
-        return False
-    return bool(bind.exec_driver_sql(
-        "SELECT count(*) FROM pg_dist_partition "
-        "WHERE logicalrelid = to_regclass('convotree_nodes')").scalar())
-
-
 def create_views(bind: Connection, *, replace: bool = False) -> None:
     """Create the views in the form this database needs; ``replace``: re-create them
     in place (``convotree db distribute`` does, after distributing the tables), keeping
     their grants and ``security_invoker``."""
-    dialect = "citus" if _distributed(bind) else bind.dialect.name
+    # On tables distributed by Citus (`convotree db distribute`): the distributed form.
+    dialect = "citus" if is_distributed(bind) else bind.dialect.name
     for name, body in definitions(dialect).items():
         if not replace:
             bind.exec_driver_sql(f"CREATE VIEW {name} AS {body}")

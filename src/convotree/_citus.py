@@ -31,18 +31,15 @@ from sqlalchemy import Connection, Engine, Table, text
 from sqlalchemy.exc import DBAPIError
 
 from . import _dberrors
+from ._revision import SCHEMA_REVISION, VERSION_TABLE, lock_schema
 from ._schema import conversations, metadata
-from .errors import ConfigurationError, ConvotreeError, InvalidArgument
+from .errors import ConfigurationError, ConvotreeError, InvalidArgument, SchemaOutOfDate
 
 __all__ = ["Distribution", "distribute", "distribute_tables", "distribution_column",
            "follow_distribution", "is_distributed"]
 
 #: Every convotree table is co-located with this one.
 ANCHOR = conversations.name
-#: ``distribute`` gives up rather than queue behind a long transaction.
-LOCK_TIMEOUT = "10s"
-#: migrations/env.py's advisory lock key: distributing and migrating never overlap.
-MIGRATION_LOCK_KEY = 0x636F6E766F747265
 #: Citus's upper bound for ``shard_count``.
 MAX_SHARDS = 64_000
 
@@ -86,9 +83,17 @@ def citus_version(conn: Connection) -> str | None:
     return None if value is None else str(value)
 
 
+def _present(conn: Connection) -> list[str]:
+    """convotree's tables that exist in this database, in ``_tables()`` order (one query)."""
+    names = [t.name for t in _tables()]
+    found = set(conn.execute(text(
+        "SELECT n FROM unnest(CAST(:names AS text[])) AS n WHERE to_regclass(n) IS NOT NULL"),
+        {"names": names}).scalars())
+    return [name for name in names if name in found]
+
+
 def _placement(conn: Connection) -> dict[str, tuple[str, str | None, int]]:
     """convotree's tables that Citus knows: name -> (method, column, co-location)."""
-    names = [t.name for t in _tables()]
     rows = conn.execute(text(
         "SELECT c.relname, p.partmethod, "
         "       CASE WHEN p.partkey IS NOT NULL "
@@ -96,13 +101,8 @@ def _placement(conn: Connection) -> dict[str, tuple[str, str | None, int]]:
         "       p.colocationid "
         "  FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid "
         " WHERE c.oid = ANY (CAST(:oids AS regclass[]))"),
-        {"oids": [n for n in names if _exists(conn, n)] or [ANCHOR]}).all()
+        {"oids": _present(conn) or [ANCHOR]}).all()
     return {str(name): (str(method), column, int(group)) for name, method, column, group in rows}
-
-
-def _exists(conn: Connection, name: str) -> bool:
-    return conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
-                        {"name": name}).scalar() is True
 
 
 def is_distributed(conn: Connection) -> bool:
@@ -110,7 +110,7 @@ def is_distributed(conn: Connection) -> bool:
 
     What the migrations ask before they create a table or a view: on a distributed
     database they distribute a new table and create the views' distributed form."""
-    if citus_version(conn) is None or not _exists(conn, ANCHOR):
+    if citus_version(conn) is None or ANCHOR not in _present(conn):
         return False
     return ANCHOR in _placement(conn)
 
@@ -172,7 +172,7 @@ def _refuse_foreign_keys_from_elsewhere(conn: Connection, local: Sequence[str]) 
         " WHERE k.contype = 'f' AND k.confrelid = ANY (CAST(:targets AS regclass[])) "
         "   AND NOT (k.conrelid = ANY (CAST(:ours AS regclass[]))) ORDER BY 1, 3"),
         {"targets": list(local),
-         "ours": [t.name for t in _tables() if _exists(conn, t.name)]}).all()
+         "ours": _present(conn)}).all()
     if rows:
         keys = ", ".join(f"{source}.{name} -> {target}" for source, target, name in rows)
         raise ConfigurationError(
@@ -194,8 +194,9 @@ def distribute_tables(conn: Connection, *, shard_count: int | None = None) -> li
     distributed database). Returns the tables it distributed, in order."""
     placement = _placement(conn)
     _check_placement(placement)
+    present = _present(conn)
     done = [t.name for t in _tables() if t.name in placement]
-    todo = [t for t in _tables() if t.name not in placement and _exists(conn, t.name)]
+    todo = [t for t in _tables() if t.name not in placement and t.name in present]
     if not todo:
         return []
     _refuse_foreign_keys_from_elsewhere(conn, [t.name for t in todo])
@@ -294,9 +295,6 @@ def _refuse_without_citus(conn: Connection) -> str:
 
 
 def _refuse_stale_schema(conn: Connection) -> None:
-    from ._revision import SCHEMA_REVISION, VERSION_TABLE
-    from .errors import SchemaOutOfDate
-
     revision = conn.exec_driver_sql(f"SELECT max(version_num) FROM {VERSION_TABLE}").scalar()
     if revision != SCHEMA_REVISION:
         raise SchemaOutOfDate(
@@ -305,11 +303,10 @@ def _refuse_stale_schema(conn: Connection) -> None:
 
 
 def _refuse_row_level_security(conn: Connection) -> None:
-    names = [t.name for t in _tables()]
     secured = conn.execute(text(
         "SELECT count(*) FROM pg_class WHERE relrowsecurity "
         "AND oid = ANY (CAST(:names AS regclass[]))"),
-        {"names": [n for n in names if _exists(conn, n)]}).scalar()
+        {"names": _present(conn)}).scalar()
     if secured:
         raise ConfigurationError(
             "row-level security is on for convotree's tables (convotree db enable-rls), "
@@ -357,8 +354,7 @@ def distribute(url_or_engine: str | Engine, *, shard_count: int | None = None
             with engine.connect().execution_options(
                     isolation_level="READ COMMITTED") as conn, conn.begin():
                 version = _refuse_without_citus(conn)
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+                lock_schema(conn)
                 _refuse_stale_schema(conn)   # again, now that migrations wait for us
                 _refuse_row_level_security(conn)
                 before = _placement(conn)

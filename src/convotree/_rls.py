@@ -57,7 +57,7 @@ from sqlalchemy.exc import DBAPIError
 from . import _dberrors, _driver
 from ._citus import is_distributed
 from ._log import get_logger, safe_url
-from ._revision import VERSION_TABLE
+from ._revision import OWNER_LOCK_TIMEOUT, VERSION_TABLE, lock_schema
 from ._schema import metadata
 from .errors import ConfigurationError, ConvotreeError
 
@@ -84,11 +84,8 @@ POLICY = "convotree_tenant_isolation"
 TENANT_EXPRESSION = f"nullif(current_setting('{TENANT_SETTING}', true), '')"
 #: How long a process trusts what it read about a database's row-level security.
 RECHECK_SECONDS = 30.0
-#: ``enable``/``disable`` give up rather than queue behind a long transaction: a queued
-#: ACCESS EXCLUSIVE lock request blocks every later query on the table.
-LOCK_TIMEOUT = "10s"
-#: migrations/env.py's advisory lock key: enabling and migrating never overlap.
-MIGRATION_LOCK_KEY = 0x636F6E766F747265
+#: ``enable``/``disable`` give up rather than queue behind a long transaction.
+LOCK_TIMEOUT = OWNER_LOCK_TIMEOUT
 #: Every table (and view) convotree creates starts with this (``convotree.alembic``).
 PREFIX = "convotree_"
 #: Privileges an application role needs on a tenant-owned table. Never TRUNCATE: it
@@ -296,8 +293,7 @@ def _owner_transaction(url_or_engine: str | Engine, action: str) -> Iterator[Con
         check(engine)   # SchemaOutOfDate, with the fixing command, before any change
         try:
             with engine.connect() as conn, conn.begin():
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+                lock_schema(conn, LOCK_TIMEOUT)
                 yield conn
         except ConvotreeError:
             raise
